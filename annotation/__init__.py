@@ -1,0 +1,1 @@
+"""videor4.annotation"""

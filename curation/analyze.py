@@ -1,0 +1,177 @@
+"""Per-video analysis: decode → sample → dedupe → OCR + detection.
+
+This is the expensive stage (OCR is ~1 s per frame on two cores), so its
+result is stored once per (video content, analysis settings, backend
+versions) in a content-addressed artifact and never recomputed: a rerun, a
+resumed run after a crash, or a second worker that gets the same video finds
+the artifact and does no OCR. Artifacts are written with temp-file + rename,
+so a killed run leaves either a complete artifact or none.
+
+Plain functions, no Prefect: the flow in ``videor4.pipelines`` only schedules
+them (DESIGN §10, datatrove style).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from videor4.curation.atomic import write_json_atomic
+from videor4.curation.config import CurationConfig
+from videor4.curation.dataset import VideoSource
+from videor4.curation.detect import Detector, create_detector
+from videor4.curation.evidence import Observation
+from videor4.curation.media import open_video
+from videor4.curation.ocr import OCRBackend, TextBox, create_ocr, load_precomputed_ocr
+from videor4.curation.sampling import NearDuplicateFilter, fps_indices, uniform_indices
+
+ARTIFACT_VERSION = 1
+
+
+@dataclass
+class VideoAnalysis:
+    """Everything the matcher needs about one video, plus counters for the run summary."""
+
+    video_id: str
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    decoder: str
+    ocr_backend: str
+    detector_backend: str
+    sampled: list[int]
+    kept: list[int]
+    representative: dict[int, int]
+    observations: list[Observation]
+    ocr_calls: int = 0
+    detector_calls: int = 0
+    seconds: float = 0.0
+    from_cache: bool = field(default=False, compare=False)
+
+    def timestamp(self, frame_index: int) -> float:
+        return frame_index / self.fps
+
+    def by_frame(self) -> dict[int, list[Observation]]:
+        out: dict[int, list[Observation]] = {i: [] for i in self.kept}
+        for o in self.observations:
+            out.setdefault(o.frame_index, []).append(o)
+        return out
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.pop("from_cache")
+        d["representative"] = {str(k): v for k, v in self.representative.items()}
+        d["artifact_version"] = ARTIFACT_VERSION
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> VideoAnalysis:
+        d = dict(d)
+        d.pop("artifact_version", None)
+        d["representative"] = {int(k): v for k, v in d["representative"].items()}
+        d["observations"] = [Observation(**{**o, "bbox": tuple(o["bbox"])}) for o in d["observations"]]
+        return cls(**d, from_cache=True)
+
+
+def media_fingerprint(source: VideoSource) -> str:
+    """Content hash of a video file, or names+sizes of a frame folder (cheap, stable across copies)."""
+    h = hashlib.sha1()
+    if source.kind == "video":
+        with open(source.path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    else:
+        for p in sorted(source.path.iterdir()):
+            h.update(f"{p.name}:{p.stat().st_size};".encode())
+    return h.hexdigest()[:16]
+
+
+def backend_names(cfg: CurationConfig, ocr: OCRBackend | None, detector: Detector | None) -> tuple[str, str]:
+    ocr_name = f"{ocr.name} {ocr.version}" if ocr is not None else "precomputed video_ocr"
+    det_name = f"{detector.name} {detector.version}" if detector is not None else "none"
+    return ocr_name, det_name
+
+
+def artifact_path(cache_dir: Path, source: VideoSource, cfg: CurationConfig, backends: tuple[str, str]) -> Path:
+    key = hashlib.sha1(
+        json.dumps([ARTIFACT_VERSION, source.kind, media_fingerprint(source), cfg.stage_hash("analysis"),
+                    list(backends)]).encode()
+    ).hexdigest()[:16]
+    return Path(cache_dir) / "analysis" / f"{source.video_id}-{key}.json"
+
+
+def _sample(cfg: CurationConfig, num_frames: int, fps: float) -> list[int]:
+    s = cfg.sampling
+    if s.mode == "fps":
+        return fps_indices(num_frames, fps, s.fps)
+    if s.mode == "uniform":
+        return uniform_indices(num_frames, s.num_frames)
+    return list(range(num_frames))
+
+
+def _ocr_observations(frame_index: int, ts: float, boxes: Iterable[TextBox], w: int, h: int,
+                      backend: str) -> list[Observation]:
+    return [Observation(frame_index, ts, "ocr", b.text, b.normalized_bbox(w, h), float(b.score), backend)
+            for b in boxes if b.text.strip()]
+
+
+def analyze_video(source: VideoSource, cfg: CurationConfig, *, ocr: OCRBackend | None = None,
+                  detector: Detector | None = None, precomputed_ocr: Path | None = None,
+                  cache_dir: Path | None = None) -> VideoAnalysis:
+    """Analyse one video, reusing its artifact when one exists for the same inputs.
+
+    With ``precomputed_ocr`` (the dataset's ``video_ocr/<id>.json``) no OCR model
+    runs at all: the official boxes are used for the sampled frames.
+    """
+    if precomputed_ocr is None and ocr is None:
+        ocr = create_ocr(cfg.ocr)
+    if detector is None and cfg.detector.backend != "none":
+        detector = create_detector(cfg.detector)
+    backends = backend_names(cfg, None if precomputed_ocr else ocr, detector)
+    path = artifact_path(cache_dir, source, cfg, backends) if cache_dir is not None else None
+    if path is not None and path.is_file():
+        try:
+            return VideoAnalysis.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)  # an artifact from an incompatible version: recompute
+
+    t0 = time.perf_counter()
+    pre = load_precomputed_ocr(precomputed_ocr) if precomputed_ocr else None
+    dedupe = NearDuplicateFilter(cfg.dedupe)
+    observations: list[Observation] = []
+    kept: list[int] = []
+    ocr_calls = det_calls = 0
+    with open_video(source.path, config=cfg.media, video_id=source.video_id) as reader:
+        sampled = _sample(cfg, reader.num_frames, reader.fps)
+        for idx, image in reader.read(sampled):
+            if not dedupe.keep(idx, image):
+                continue
+            kept.append(idx)
+            ts = reader.timestamp(idx)
+            if pre is not None:
+                boxes = pre.get(idx, [])
+            else:
+                boxes = ocr.read(image)
+                ocr_calls += 1
+            observations += _ocr_observations(idx, ts, boxes, reader.width, reader.height, backends[0])
+            if detector is not None:
+                det_calls += 1
+                for d in detector.detect(image):
+                    x1, y1, x2, y2 = d.bbox
+                    box = (x1 / reader.width, y1 / reader.height, x2 / reader.width, y2 / reader.height)
+                    observations.append(Observation(idx, ts, "object", d.label, tuple(min(max(v, 0.0), 1.0)
+                                                    for v in box), float(d.score), backends[1]))
+        result = VideoAnalysis(
+            video_id=source.video_id, num_frames=reader.num_frames, fps=reader.fps, width=reader.width,
+            height=reader.height, decoder=reader.backend, ocr_backend=backends[0], detector_backend=backends[1],
+            sampled=list(sampled), kept=kept, representative=dict(dedupe.representative),
+            observations=observations, ocr_calls=ocr_calls, detector_calls=det_calls,
+            seconds=round(time.perf_counter() - t0, 3))
+    if path is not None:
+        write_json_atomic(path, result.to_json())
+    return result

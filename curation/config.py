@@ -1,0 +1,89 @@
+"""The one configuration system for curation.
+
+Each component owns its pydantic config (``MediaConfig`` in ``media``,
+``OCRConfig`` in ``ocr`` …); :class:`CurationConfig` composes them so a run is
+described by one object that loads from YAML, takes CLI overrides, and hashes
+into cache keys. Hashes are per *stage* so that changing, say, a matching
+threshold re-runs matching but never OCR.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from videor4.curation.detect import DetectorConfig
+from videor4.curation.errors import UserError
+from videor4.curation.evidence import MatchConfig
+from videor4.curation.media import MediaConfig
+from videor4.curation.ocr import OCRConfig
+from videor4.curation.sampling import DedupeConfig
+
+
+class SamplingConfig(BaseModel):
+    """Which frames are analysed (OCR + detection) before dedupe."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Literal["all", "fps", "uniform"] = Field(
+        "all", description="all: every frame; fps: a fixed rate; uniform: N frames spread over the clip")
+    fps: float = Field(2.0, gt=0, description="analysis rate for mode=fps")
+    num_frames: int = Field(16, gt=0, description="frame count for mode=uniform")
+
+
+class CurationConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    media_preference: Literal["auto", "video", "frames"] = Field(
+        "auto", description="which layout to read when both exist (auto = videos/ first)")
+    media: MediaConfig = MediaConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    dedupe: DedupeConfig = DedupeConfig()
+    ocr: OCRConfig = OCRConfig()
+    detector: DetectorConfig = DetectorConfig()
+    matching: MatchConfig = MatchConfig()
+
+    def stage_hash(self, stage: Literal["analysis", "matching", "all"]) -> str:
+        """Short hash of the settings that change a stage's output."""
+        sections = {
+            "analysis": ("media_preference", "media", "sampling", "dedupe", "ocr", "detector"),
+            "matching": ("media_preference", "media", "sampling", "dedupe", "ocr", "detector", "matching"),
+            "all": tuple(type(self).model_fields),
+        }[stage]
+        data = self.model_dump(mode="json", include=set(sections))
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+    @property
+    def config_hash(self) -> str:
+        return self.stage_hash("all")
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> CurationConfig:
+    """YAML file (optional) + dotted overrides such as ``{"ocr.backend": "rapidocr"}``."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise UserError(f"config {path}: cannot read ({exc})") from exc
+        if not isinstance(data, dict):
+            raise UserError(f"config {path}: expected a mapping at the top level")
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    try:
+        return CurationConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise UserError(f"config: {where}: {first['msg']}") from exc

@@ -1,0 +1,9 @@
+"""Errors a user can cause (bad path, bad file, bad flag).
+
+The CLI turns a ``UserError`` into one line on stderr and exit code 2 instead
+of a traceback; everything else is a bug and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """A problem with the user's input that they can fix; the message says how."""

@@ -1,0 +1,277 @@
+"""Evidence matching: which frames, and where in them, answer a question.
+
+Answers are compared to OCR text after the *official* EvalAI answer
+processing (``videor4.training.metrics.normalize_answer``), so "evidence found"
+means the same thing as "a model reading this text would score Acc = 1".
+Answers split over several OCR boxes (two words detected separately, a
+two-line sign) are found by also matching merged neighbouring boxes. The
+question's key phrases are matched to OCR text and detector labels, which is
+what Visual questions without readable answers still get.
+
+The output is one row per matched observation (DESIGN §3 ``evidence.parquet``)
+plus a per-question summary in which a question without evidence is kept with
+its reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from videor4.curation.dataset import QARecord
+from videor4.training.metrics import edit_distance, normalize_answer
+
+EVIDENCE_COLUMNS = ("question_id", "video_id", "frame_index", "timestamp_s", "kind", "text", "bbox", "match",
+                    "score", "backend")
+
+# Words that carry no evidence: wh-words, auxiliaries and the like. Kept short on purpose:
+# an over-eager list would hide real key phrases such as "time" or "name".
+_STOPWORDS = frozenset(
+    """a an the of in on at to for from by with and or is are was were be been being do does did what which who
+    whom whose where when why how many much this that these those there here it its it's he she they them his her
+    their you your we our i me my can could would should will shall may might must has have had not no yes if
+    than then so as into onto about above below over under up down out off all any some each other such one
+    video shown show shows written write says say said according word words text sign name called""".split()
+)
+# Question words that point at a detector class (label → words that refer to it).
+_LABEL_WORDS = {
+    "person": {"person", "people", "man", "men", "woman", "women", "he", "she", "boy", "girl", "player",
+               "pedestrian", "someone", "who", "child"},
+    "face": {"face", "faces", "man", "woman", "he", "she", "who", "person"},
+    "license_plate": {"plate", "license", "licence", "registration", "car", "vehicle"},
+}
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+class MatchConfig(BaseModel):
+    """Thresholds of the matcher; every value is part of the evidence cache key."""
+
+    model_config = ConfigDict(frozen=True)
+
+    min_fuzzy_similarity: float = Field(0.8, description="1 - edit/len threshold for a fuzzy answer match")
+    short_answer_len: int = Field(2, description="answers this short (chars, compacted) must equal a whole OCR token")
+    max_merge: int = Field(3, description="how many neighbouring OCR boxes may be merged to match one answer")
+    line_gap: float = Field(1.2, description="max gap between merged boxes, in box heights")
+    min_key_len: int = Field(3, description="question words shorter than this are not key phrases")
+    min_score: float = Field(0.3, description="matches scoring below this are not evidence")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One thing seen in one frame: an OCR line or a detected object."""
+
+    frame_index: int
+    timestamp_s: float
+    kind: str  # "ocr" | "object"
+    text: str
+    bbox: tuple[float, float, float, float]  # normalized x1,y1,x2,y2
+    score: float
+    backend: str
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """A single OCR box, or several neighbouring boxes read together."""
+
+    text: str
+    bbox: tuple[float, float, float, float]
+    score: float
+    norm: str
+    compact: str
+    tokens: tuple[str, ...]
+
+
+def _compact(norm: str) -> str:
+    return "".join(_TOKEN.findall(norm))
+
+
+def _unit(text: str, bbox: tuple[float, float, float, float], score: float) -> _Unit:
+    norm = normalize_answer(text)
+    return _Unit(text=text, bbox=bbox, score=score, norm=norm, compact=_compact(norm),
+                 tokens=tuple(_TOKEN.findall(norm)))
+
+
+def _union(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float, float]:
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+
+
+def _neighbours(a: Observation, b: Observation, gap: float) -> bool:
+    """Same line and close horizontally, or stacked lines that overlap horizontally."""
+    ah, bh = a.bbox[3] - a.bbox[1], b.bbox[3] - b.bbox[1]
+    h = max(ah, bh, 1e-6)
+    v_overlap = min(a.bbox[3], b.bbox[3]) - max(a.bbox[1], b.bbox[1])
+    h_overlap = min(a.bbox[2], b.bbox[2]) - max(a.bbox[0], b.bbox[0])
+    same_line = v_overlap > 0.5 * min(ah, bh) and b.bbox[0] - a.bbox[2] < gap * h
+    stacked = h_overlap > 0 and 0 <= b.bbox[1] - a.bbox[3] < gap * h
+    return same_line or stacked
+
+
+def _frame_units(obs: Sequence[Observation], cfg: MatchConfig) -> list[_Unit]:
+    """Each OCR box, plus chains of up to ``max_merge`` neighbours in reading order."""
+    ocr = sorted((o for o in obs if o.kind == "ocr"), key=lambda o: (round(o.bbox[1], 2), o.bbox[0]))
+    units = [_unit(o.text, o.bbox, o.score) for o in ocr]
+    for i, first in enumerate(ocr):
+        chain, box, text, score = [first], first.bbox, first.text, first.score
+        for nxt in ocr[i + 1:]:
+            if len(chain) >= cfg.max_merge:
+                break
+            if _neighbours(chain[-1], nxt, cfg.line_gap):
+                chain.append(nxt)
+                box, text, score = _union(box, nxt.bbox), f"{text} {nxt.text}", min(score, nxt.score)
+                units.append(_unit(text, box, score))
+    return units
+
+
+def _answer_score(answer_norm: str, unit: _Unit, cfg: MatchConfig) -> float:
+    ans_c = _compact(answer_norm)
+    if not ans_c or not unit.compact:
+        return 0.0
+    if answer_norm == unit.norm or ans_c == unit.compact:
+        return 1.0
+    ans_tokens = tuple(_TOKEN.findall(answer_norm))
+    if len(ans_c) <= cfg.short_answer_len:
+        # "2", "No": only a whole token counts, and even then it is weak evidence.
+        return 0.6 if ans_c in unit.tokens else 0.0
+    n = len(ans_tokens)
+    if n and any(unit.tokens[i:i + n] == ans_tokens for i in range(len(unit.tokens) - n + 1)):
+        return 0.7 + 0.3 * len(ans_c) / len(unit.compact)
+    sim = 1.0 - edit_distance(ans_c, unit.compact) / max(len(ans_c), len(unit.compact))
+    if sim >= cfg.min_fuzzy_similarity:
+        return 0.9 * sim
+    return 0.0
+
+
+def key_phrases(question: str, cfg: MatchConfig) -> list[str]:
+    """Content words of the question, plus any quoted phrase, in order, unique."""
+    quoted = [normalize_answer(q) for q in re.findall(r"[\"“']([^\"”']{3,})[\"”']", question)]
+    words = [w for w in _TOKEN.findall(normalize_answer(question))
+             if len(w) >= cfg.min_key_len and w not in _STOPWORDS]
+    return list(dict.fromkeys(quoted + words))
+
+
+@dataclass(frozen=True)
+class QuestionSummary:
+    question_id: int
+    video_id: str
+    status: str  # "answer" | "question_only" | "none"
+    reason: str
+    n_rows: int
+    best_frame: int
+    first_frame: int
+    last_frame: int
+    best_score: float
+    best_text: str
+
+
+def match_question(record: QARecord, observations: Mapping[int, Sequence[Observation]],
+                   cfg: MatchConfig) -> tuple[list[dict], QuestionSummary]:
+    """Match one question against every frame's observations.
+
+    ``observations`` maps frame index → what was seen there (after dedupe
+    propagation, so a dropped near-duplicate frame carries its representative's
+    observations and the answer is tracked over its whole span).
+    """
+    answers = [a for a in dict.fromkeys(normalize_answer(a) for a in record.answers) if _compact(a)]
+    keys = key_phrases(record.question, cfg)
+    q_words = set(_TOKEN.findall(normalize_answer(record.question)))
+    rows: list[dict] = []
+    for frame_index in sorted(observations):
+        obs = observations[frame_index]
+        if not obs:
+            continue
+        ts, backend_of = obs[0].timestamp_s, {o.kind: o.backend for o in obs}
+        units = _frame_units(obs, cfg)
+        best_answer: dict[tuple, tuple[float, _Unit]] = {}
+        for unit in units:
+            s = max((_answer_score(a, unit, cfg) for a in answers), default=0.0) * unit.score
+            if s >= cfg.min_score:
+                best_answer[unit.bbox] = max(best_answer.get(unit.bbox, (0.0, unit)), (s, unit),
+                                             key=lambda t: t[0])
+        # A merged unit that only re-finds a box matched on its own adds nothing.
+        kept = _drop_covering(best_answer)
+        for s, unit in kept:
+            rows.append(_row(record, frame_index, ts, "ocr", unit.text, unit.bbox, "answer", s, backend_of["ocr"]))
+        for o in obs:
+            if o.kind == "ocr" and keys:
+                u = _unit(o.text, o.bbox, o.score)
+                hit = [k for k in keys if k in u.norm]
+                if hit and not any(unit.bbox == o.bbox for _, unit in kept):
+                    s = 0.5 * o.score * min(1.0, sum(len(k) for k in hit) / max(len(u.compact), 1))
+                    if s >= cfg.min_score * 0.5:
+                        rows.append(_row(record, frame_index, ts, "ocr", o.text, o.bbox, "question", s, o.backend))
+            elif o.kind == "object" and (q_words & _LABEL_WORDS.get(o.text, {o.text})):
+                rows.append(_row(record, frame_index, ts, "object", o.text, o.bbox, "question", 0.8 * o.score,
+                                 o.backend))
+    rows.sort(key=lambda r: (-r["score"], r["frame_index"], r["bbox"]))
+    return rows, _summarize(record, rows)
+
+
+def _drop_covering(best: dict[tuple, tuple[float, _Unit]]) -> list[tuple[float, _Unit]]:
+    items = sorted(best.values(), key=lambda t: (-t[0], t[1].bbox))
+    kept: list[tuple[float, _Unit]] = []
+    for s, unit in items:
+        if any(_contains(unit.bbox, k.bbox) or _contains(k.bbox, unit.bbox) for _, k in kept):
+            continue
+        kept.append((s, unit))
+    return kept
+
+
+def _contains(outer: Sequence[float], inner: Sequence[float]) -> bool:
+    eps = 1e-6
+    return (outer[0] <= inner[0] + eps and outer[1] <= inner[1] + eps and outer[2] >= inner[2] - eps
+            and outer[3] >= inner[3] - eps)
+
+
+def _row(rec: QARecord, frame_index: int, ts: float, kind: str, text: str, bbox: Sequence[float], match: str,
+         score: float, backend: str) -> dict:
+    return {"question_id": rec.question_id, "video_id": rec.video_id, "frame_index": int(frame_index),
+            "timestamp_s": float(ts), "kind": kind, "text": text, "bbox": [float(v) for v in bbox],
+            "match": match, "score": round(float(min(score, 1.0)), 6), "backend": backend}
+
+
+def _summarize(rec: QARecord, rows: list[dict]) -> QuestionSummary:
+    answer_rows = [r for r in rows if r["match"] == "answer"]
+    use = answer_rows or rows
+    if not use:
+        reason = "no OCR text or object matched the answer or the question's key phrases"
+        if rec.source2 == "Visual":
+            reason += " (visual question: the answer may not be written in the video)"
+        return QuestionSummary(rec.question_id, rec.video_id, "none", reason, 0, -1, -1, -1, 0.0, "")
+    best = use[0]
+    # Track the best text over time: the same reading (after normalization) in other frames.
+    best_norm = normalize_answer(best["text"])
+    frames = [r["frame_index"] for r in use if normalize_answer(r["text"]) == best_norm]
+    status = "answer" if answer_rows else "question_only"
+    reason = "" if answer_rows else "answer text not found; only question key phrases / objects matched"
+    return QuestionSummary(rec.question_id, rec.video_id, status, reason, len(rows), best["frame_index"],
+                           min(frames), max(frames), best["score"], best["text"])
+
+
+def match_video(records: Iterable[QARecord], observations: Mapping[int, Sequence[Observation]],
+                cfg: MatchConfig) -> tuple[list[dict], list[QuestionSummary]]:
+    rows: list[dict] = []
+    summaries: list[QuestionSummary] = []
+    for rec in sorted(records, key=lambda r: r.question_id):
+        r, s = match_question(rec, observations, cfg)
+        rows.extend(r)
+        summaries.append(s)
+    return rows, summaries
+
+
+def propagate(observations: Mapping[int, Sequence[Observation]], representative: Mapping[int, int],
+              timestamps: Mapping[int, float]) -> dict[int, list[Observation]]:
+    """Give every dropped near-duplicate frame the observations of the frame that stands for it."""
+    out: dict[int, list[Observation]] = {k: list(v) for k, v in observations.items()}
+    by_rep: dict[int, list[int]] = defaultdict(list)
+    for frame, rep in representative.items():
+        if frame != rep:
+            by_rep[rep].append(frame)
+    for rep, frames in by_rep.items():
+        for f in frames:
+            out[f] = [Observation(f, timestamps[f], o.kind, o.text, o.bbox, o.score, o.backend)
+                      for o in observations.get(rep, ())]
+    return out

@@ -1,0 +1,69 @@
+"""The single ``videor4`` command-line entry point (DESIGN §7).
+
+Each command group lives in the module that owns it and exposes
+``register(subparsers)``; this file only wires them together, lazily, so
+``videor4 eval score`` never pays for importing torch or Prefect.
+
+Exit codes: 0 success, 2 usage or data error (one line on stderr, no
+traceback), 1 an unexpected internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from videor4 import __version__
+from videor4.curation.errors import UserError
+
+# command -> (module that registers it, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("videor4.pipelines.demo_cli", "run curation end-to-end on the bundled sample dataset"),
+    "curate": ("videor4.pipelines.curate_cli", "decode, OCR, detect and match evidence for a dataset split"),
+    "runs": ("videor4.pipelines.runs_cli", "inspect curation runs (progress, stats)"),
+    "shards": ("videor4.curation.shards_cli", "inspect and validate training shards"),
+    "qc": ("videor4.pipelines.qc_cli", "human quality control in Label Studio (serve, push, pull)"),
+    "eval": ("videor4.training.eval_cli", "score predictions with the official metrics, or run a model"),
+    "train": ("videor4.training.train_cli", "run a training curriculum from a recipe YAML"),
+}
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="videor4",
+        description="Video-R4: curate text-rich video QA into visual-rumination training data, "
+        "review it in Label Studio, and train/evaluate video LMMs that clip and crop.",
+    )
+    parser.add_argument("--version", action="version", version=f"videor4 {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module, help_text) in COMMANDS.items():
+        if wanted == name:
+            importlib.import_module(module).register(sub)
+        else:
+            # Cheap placeholder so `videor4 --help` lists every command without importing it.
+            sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"videor4: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("videor4: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Suite-wide fixtures: offline, isolated Prefect, and the M4-ViteVQA root when available."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Nothing in the suite may reach a model hub (DESIGN: offline machine); fail fast if something tries.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def m4_root() -> Path | None:
+    value = os.environ.get("VIDEOR4_M4_ROOT")
+    return Path(value).resolve() if value else None
+
+
+@pytest.fixture(scope="session")
+def m4_annotations() -> Path:
+    """The real M4-ViteVQA validation annotations (licence forbids bundling them)."""
+    root = m4_root()
+    if root is None:
+        pytest.skip("VIDEOR4_M4_ROOT is not set: the M4-ViteVQA files cannot be bundled (licence); CI sets it")
+    if not (root / "Annotations").is_dir():
+        pytest.fail(f"VIDEOR4_M4_ROOT={root} has no Annotations/ folder")
+    return root
+
+
+@pytest.fixture(scope="session")
+def prefect_home(tmp_path_factory: pytest.TempPathFactory):
+    """An ephemeral Prefect (temporary local server) with its own home, once per test session."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    os.environ["PREFECT_HOME"] = str(home)
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield home

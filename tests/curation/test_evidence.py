@@ -1,0 +1,72 @@
+"""Evidence matcher logic on hand-built observations (OCR itself is tested on real images elsewhere)."""
+
+from __future__ import annotations
+
+from videor4.curation.dataset import QARecord
+from videor4.curation.evidence import MatchConfig, Observation, key_phrases, match_question, propagate
+
+CFG = MatchConfig()
+
+
+def rec(question: str, answers: list[str], source2: str = "Text") -> QARecord:
+    return QARecord(question_id=7, video_id="00001", question=question, answers=tuple(answers),
+                    source1="Single frame", source2=source2, video_width=100, video_height=100, split="x",
+                    source_file="f.json", record_index=0)
+
+
+def ocr(frame: int, text: str, box: tuple[float, float, float, float], score: float = 0.95) -> Observation:
+    return Observation(frame, frame / 10, "ocr", text, box, score, "rapidocr test")
+
+
+def test_exact_answer_found_with_box_and_frames() -> None:
+    obs = {0: [ocr(0, "OPEN 24 HOURS", (0.1, 0.1, 0.5, 0.2))], 1: [ocr(1, "Bakery", (0.6, 0.6, 0.9, 0.7))],
+           2: [ocr(2, "bakery.", (0.62, 0.6, 0.9, 0.7))]}
+    rows, summary = match_question(rec("What is the shop's name?", ["Bakery"]), obs, CFG)
+    answer_rows = [r for r in rows if r["match"] == "answer"]
+    assert {r["frame_index"] for r in answer_rows} == {1, 2}
+    assert summary.status == "answer" and summary.first_frame == 1 and summary.last_frame == 2
+    assert answer_rows[0]["bbox"] == [0.6, 0.6, 0.9, 0.7]  # the exact (non-punctuated) reading ranks first
+    assert all(0.0 < r["score"] <= 1.0 for r in rows)
+
+
+def test_answer_split_over_two_boxes_is_merged() -> None:
+    obs = {3: [ocr(3, "SUP", (0.40, 0.50, 0.48, 0.56)), ocr(3, "2J", (0.49, 0.50, 0.55, 0.56)),
+               ocr(3, "far away", (0.0, 0.9, 0.1, 0.95))]}
+    rows, summary = match_question(rec("What is the license plate number?", ["SUP 2J"]), obs, CFG)
+    best = [r for r in rows if r["match"] == "answer"][0]
+    assert best["text"] == "SUP 2J" and best["score"] > 0.9
+    assert best["bbox"] == [0.40, 0.50, 0.55, 0.56]
+
+
+def test_fuzzy_match_tolerates_an_ocr_typo_but_not_a_different_word() -> None:
+    obs = {0: [ocr(0, "Wednesdav", (0.1, 0.1, 0.3, 0.2)), ocr(0, "Monday", (0.5, 0.1, 0.7, 0.2))]}
+    rows, _ = match_question(rec("Which day of the week is it?", ["Wednesday"]), obs, CFG)
+    texts = [r["text"] for r in rows if r["match"] == "answer"]
+    assert texts == ["Wednesdav"]
+
+
+def test_short_answers_need_a_whole_token() -> None:
+    obs = {0: [ocr(0, "Speed 20 MPH", (0.1, 0.1, 0.3, 0.2)), ocr(0, "1200", (0.5, 0.5, 0.6, 0.6))]}
+    rows, _ = match_question(rec("What is the MPH?", ["20"]), obs, CFG)
+    assert [r["text"] for r in rows if r["match"] == "answer"] == ["Speed 20 MPH"]
+
+
+def test_question_key_phrases_and_objects_when_answer_absent() -> None:
+    obs = {0: [ocr(0, "GOLDEN GATE BAKERY", (0.1, 0.1, 0.5, 0.2)),
+               Observation(0, 0.0, "object", "person", (0.2, 0.3, 0.4, 0.9), 0.9, "opencv")]}
+    assert "bakery" in key_phrases("What colour is the bakery sign the man holds?", CFG)
+    rows, summary = match_question(rec("What colour is the bakery sign the man holds?", ["red"], "Visual"), obs, CFG)
+    assert {(r["kind"], r["match"]) for r in rows} == {("ocr", "question"), ("object", "question")}
+    assert summary.status == "question_only" and summary.reason
+
+
+def test_no_evidence_is_kept_with_reason() -> None:
+    rows, summary = match_question(rec("Is GSW leading?", ["No"], "Visual"), {0: [ocr(0, "xyz", (0, 0, 1, 1))]}, CFG)
+    assert rows == [] and summary.status == "none" and "visual question" in summary.reason
+
+
+def test_propagation_gives_dropped_frames_their_representatives_text() -> None:
+    obs = {0: [ocr(0, "EXIT", (0.1, 0.1, 0.2, 0.2))], 3: []}
+    out = propagate(obs, {0: 0, 1: 0, 2: 0, 3: 3}, {i: i / 10 for i in range(4)})
+    assert [o.text for o in out[2]] == ["EXIT"] and out[2][0].frame_index == 2 and out[2][0].timestamp_s == 0.2
+    assert out[3] == []
