@@ -116,7 +116,7 @@ def _sample(cfg: CurationConfig, num_frames: int, fps: float) -> list[int]:
 
 def _ocr_observations(frame_index: int, ts: float, boxes: Iterable[TextBox], w: int, h: int,
                       backend: str) -> list[Observation]:
-    return [Observation(frame_index, ts, "ocr", b.text, b.normalized_bbox(w, h), float(b.score), backend)
+    return [Observation(frame_index, ts, "ocr", b.text, b.bbox_norm(w, h), float(b.score), backend)
             for b in boxes if b.text.strip()]
 
 
@@ -141,13 +141,15 @@ def analyze_video(source: VideoSource, cfg: CurationConfig, *, ocr: OCRBackend |
             path.unlink(missing_ok=True)  # an artifact from an incompatible version: recompute
 
     t0 = time.perf_counter()
-    pre = load_precomputed_ocr(precomputed_ocr) if precomputed_ocr else None
     dedupe = NearDuplicateFilter(cfg.dedupe)
     observations: list[Observation] = []
     kept: list[int] = []
     ocr_calls = det_calls = 0
     with open_video(source.path, config=cfg.media, video_id=source.video_id) as reader:
         sampled = _sample(cfg, reader.num_frames, reader.fps)
+        # Frame folders may number their files from 0, 1 or with gaps; the reader knows the numbering.
+        pre = (load_precomputed_ocr(precomputed_ocr, getattr(reader, "frame_numbers", None))
+               if precomputed_ocr else None)
         for idx, image in reader.read(sampled):
             if not dedupe.keep(idx, image):
                 continue

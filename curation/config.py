@@ -23,6 +23,8 @@ from videor4.curation.evidence import MatchConfig
 from videor4.curation.media import MediaConfig
 from videor4.curation.ocr import OCRConfig
 from videor4.curation.sampling import DedupeConfig
+from videor4.curation.shards import ShardConfig
+from videor4.curation.trajectories import TrajectoryConfig
 
 
 class SamplingConfig(BaseModel):
@@ -47,12 +49,16 @@ class CurationConfig(BaseModel):
     ocr: OCRConfig = OCRConfig()
     detector: DetectorConfig = DetectorConfig()
     matching: MatchConfig = MatchConfig()
+    trajectories: TrajectoryConfig = TrajectoryConfig()
+    shards: ShardConfig = ShardConfig()
 
-    def stage_hash(self, stage: Literal["analysis", "matching", "all"]) -> str:
+    def stage_hash(self, stage: Literal["analysis", "matching", "synthesis", "all"]) -> str:
         """Short hash of the settings that change a stage's output."""
         sections = {
             "analysis": ("media_preference", "media", "sampling", "dedupe", "ocr", "detector"),
             "matching": ("media_preference", "media", "sampling", "dedupe", "ocr", "detector", "matching"),
+            "synthesis": ("media_preference", "media", "sampling", "dedupe", "ocr", "detector", "matching",
+                          "trajectories"),
             "all": tuple(type(self).model_fields),
         }[stage]
         data = self.model_dump(mode="json", include=set(sections))

@@ -145,6 +145,12 @@ def _answer_score(answer_norm: str, unit: _Unit, cfg: MatchConfig) -> float:
     return 0.0
 
 
+def answer_match_score(answers: Iterable[str], text: str, cfg: MatchConfig) -> float:
+    """How well ``text`` (e.g. a re-OCR'd crop) shows any of ``answers``: 0 … 1, the matcher's own scale."""
+    unit = _unit(text, (0.0, 0.0, 1.0, 1.0), 1.0)
+    return max((_answer_score(normalize_answer(a), unit, cfg) for a in answers), default=0.0)
+
+
 def key_phrases(question: str, cfg: MatchConfig) -> list[str]:
     """Content words of the question, plus any quoted phrase, in order, unique."""
     quoted = [normalize_answer(q) for q in re.findall(r"[\"“']([^\"”']{3,})[\"”']", question)]

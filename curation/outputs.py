@@ -33,6 +33,11 @@ QUESTIONS_SCHEMA = pa.schema([
     ("n_rows", pa.int32()), ("best_frame", pa.int32()), ("first_frame", pa.int32()), ("last_frame", pa.int32()),
     ("best_score", pa.float64()), ("best_text", pa.string()),
 ])
+CANDIDATES_SCHEMA = pa.schema([
+    ("sample_id", pa.string()), ("stage", pa.string()), ("variant", pa.int32()), ("question_id", pa.int64()),
+    ("video_id", pa.string()), ("ops", pa.list_(pa.string())), ("verified", pa.bool_()), ("reason", pa.string()),
+    ("reocr_text", pa.string()), ("selected", pa.bool_()),
+])
 REJECTS_SCHEMA = pa.schema([
     ("stage", pa.string()), ("reason", pa.string()), ("message", pa.string()), ("file", pa.string()),
     ("record_index", pa.int64()), ("field", pa.string()), ("video_id", pa.string()), ("question_id", pa.int64()),
@@ -52,3 +57,8 @@ def questions_table(summaries: Iterable[QuestionSummary]) -> pa.Table:
 def rejects_table(rejects: Iterable[Reject]) -> pa.Table:
     rows = sorted((r.to_dict() for r in rejects), key=lambda r: (r["stage"], r["video_id"], r["question_id"]))
     return pa.Table.from_pylist(rows, schema=REJECTS_SCHEMA)
+
+
+def candidates_table(candidates: Iterable[dict]) -> pa.Table:
+    """Every synthesized trajectory, verified or not, with the reason it failed (the verification report)."""
+    return pa.Table.from_pylist(sorted(candidates, key=lambda c: c["sample_id"]), schema=CANDIDATES_SCHEMA)

@@ -1,11 +1,10 @@
 """The ``curate`` Prefect flow: one task per video, outputs merged deterministically.
 
 Prefect is only the executor here (retries, concurrency, task runners, run
-names that say what runs); the work is the plain functions of
-``videor4.curation``. Caching is the content-addressed analysis artifact of
-``videor4.curation.analyze`` rather than Prefect's result store, because it is
-written atomically (crash-safe) and is found the same way by every task
-runner, thread, Dask or Ray worker.
+names that say what runs); the work is :func:`videor4.curation.curate_video.curate_video`.
+Caching is that function's content-addressed artifacts rather than Prefect's
+result store, because they are written atomically (crash-safe) and are found
+the same way by every task runner — threads, Dask or Ray workers.
 """
 
 from __future__ import annotations
@@ -20,25 +19,15 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
 from videor4 import __version__
-from videor4.curation.analyze import VideoAnalysis, analyze_video
 from videor4.curation.atomic import write_json_atomic, write_table_atomic
 from videor4.curation.config import CurationConfig
-from videor4.curation.dataset import (QARecord, Reject, SplitData, VideoSource, load_split, locate_media,
-                                      missing_media_rejects, precomputed_ocr_path)
+from videor4.curation.curate_video import VideoResult, curate_video
+from videor4.curation.dataset import QARecord, Reject, SplitData, VideoSource, load_split, locate_media, \
+    missing_media_rejects
 from videor4.curation.detect import create_detector
-from videor4.curation.evidence import QuestionSummary, match_video, propagate
-from videor4.curation.media import MediaError
-from videor4.curation.ocr import create_ocr
-from videor4.curation.outputs import evidence_table, questions_table, rejects_table
-
-
-@dataclass
-class VideoResult:
-    video_id: str
-    analysis: VideoAnalysis | None
-    rows: list[dict] = field(default_factory=list)
-    summaries: list[QuestionSummary] = field(default_factory=list)
-    rejects: list[Reject] = field(default_factory=list)
+from videor4.curation.ocr import OCRConfig, create_ocr
+from videor4.curation.outputs import candidates_table, evidence_table, questions_table, rejects_table
+from videor4.curation.shards import content_hash, counts, write_manifest, write_stage
 
 
 @dataclass
@@ -56,6 +45,12 @@ class RunSummary:
     questions_with_answer_evidence: int = 0
     questions_with_any_evidence: int = 0
     evidence_rows: int = 0
+    trajectories: int = 0
+    trajectories_verified: int = 0
+    verification_rate: float = 0.0
+    trajectory_rejects_by_reason: dict[str, int] = field(default_factory=dict)
+    shard_counts: dict[str, int] = field(default_factory=dict)
+    shards_hash: str = ""
     rejects: int = 0
     rejects_by_reason: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -63,11 +58,15 @@ class RunSummary:
     toolkit_version: str = __version__
 
     def lines(self) -> list[str]:
+        reasons = ", ".join(f"{k}: {v}" for k, v in self.trajectory_rejects_by_reason.items())
         return [
             f"split {self.split}: {self.videos_ok}/{self.videos} videos analysed ({self.videos_cached} from cache)",
             f"frames decoded {self.frames_decoded}, OCR'd {self.frames_ocr} (OCR calls this run: {self.ocr_calls})",
             f"questions {self.questions}: {self.questions_with_answer_evidence} with answer evidence, "
             f"{self.questions_with_any_evidence} with any evidence; {self.evidence_rows} evidence rows",
+            f"trajectories {self.trajectories_verified}/{self.trajectories} verified by execution "
+            f"({100 * self.verification_rate:.1f}%)" + (f"; rejected: {reasons}" if reasons else ""),
+            "shards " + ", ".join(f"{k} {v}" for k, v in self.shard_counts.items()),
             f"rejects {self.rejects}" + (f" {self.rejects_by_reason}" if self.rejects_by_reason else ""),
             f"time {self.seconds:.1f} s",
         ]
@@ -75,56 +74,38 @@ class RunSummary:
 
 @functools.lru_cache(maxsize=4)
 def _backends(cfg_json: str):
-    """One OCR model and detector per process and config (model load is the slow part; ORT runs are thread-safe)."""
+    """One OCR model and detector per process and config: loading is the slow part, and ORT runs are thread-safe.
+
+    Trajectory verification re-reads crops with a real OCR model even when the
+    analysis used the dataset's precomputed OCR.
+    """
     cfg = CurationConfig.model_validate_json(cfg_json)
     ocr = None if cfg.ocr.backend == "precomputed" else create_ocr(cfg.ocr)
+    verify = ocr or create_ocr(OCRConfig(**{**cfg.ocr.model_dump(), "backend": "rapidocr"}))
     det = None if cfg.detector.backend == "none" else create_detector(cfg.detector)
-    return ocr, det
+    return ocr, det, verify
 
 
 def process_video(source: VideoSource, records: list[QARecord], cfg: CurationConfig, data_root: Path,
-                  cache_dir: Path, annotation_file: str) -> VideoResult:
-    """Analyse (or load the cached analysis of) one video and match its questions."""
-    pre = precomputed_ocr_path(data_root, source.video_id) if cfg.ocr.backend == "precomputed" else None
-    if cfg.ocr.backend == "precomputed" and pre is None:
-        return VideoResult(source.video_id, None, rejects=[
-            Reject(stage="ocr", reason="missing_precomputed_ocr", file=annotation_file, video_id=source.video_id,
-                   question_id=r.question_id, record_index=r.record_index, field="video_id",
-                   message=f"video {source.video_id}: --ocr precomputed but video_ocr/{source.video_id}.json missing")
-            for r in records])
-    ocr, det = _backends(cfg.model_dump_json())
-    try:
-        analysis = analyze_video(source, cfg, ocr=ocr, detector=det, precomputed_ocr=pre, cache_dir=cache_dir)
-    except MediaError as exc:
-        return VideoResult(source.video_id, None, rejects=[
-            Reject(stage="media", reason="corrupt_media", file=str(source.path), video_id=source.video_id,
-                   question_id=r.question_id, record_index=r.record_index, field="video_id", message=str(exc))
-            for r in records])
-    timestamps = {i: analysis.timestamp(i) for i in range(analysis.num_frames)}
-    observations = propagate(analysis.by_frame(), analysis.representative, timestamps)
-    rows, summaries = match_video(records, observations, cfg.matching)
-    return VideoResult(source.video_id, analysis, rows, summaries)
+                  cache_dir: Path) -> VideoResult:
+    ocr, det, verify = _backends(cfg.model_dump_json())
+    return curate_video(source, records, cfg, data_root, cache_dir, ocr, det, verify)
 
 
 @task(name="curate-video", task_run_name="curate-video-{source.video_id}", retries=1, retry_delay_seconds=1)
 def process_video_task(source: VideoSource, records: list[QARecord], cfg: CurationConfig, data_root: Path,
-                       cache_dir: Path, annotation_file: str) -> VideoResult:
-    return process_video(source, records, cfg, data_root, cache_dir, annotation_file)
-
-
-def select_videos(data: SplitData, limit: int | None) -> list[str]:
-    ids = data.video_ids
-    return ids[:limit] if limit else ids
+                       cache_dir: Path) -> VideoResult:
+    return process_video(source, records, cfg, data_root, cache_dir)
 
 
 @flow(name="videor4-curate", flow_run_name="curate-{split}", log_prints=False)
 def curate_flow(data_root: Path, split: str, out: Path, cfg: CurationConfig, limit: int | None = None,
                 progress: bool = True) -> RunSummary:
-    """Curate one split into ``<out>/evidence.parquet`` (+ questions, rejects, stats)."""
+    """Curate one split into ``<out>``: evidence, per-question status, trajectories, shards, rejects, stats."""
     t0 = time.perf_counter()
     data_root, out = Path(data_root), Path(out)
     data = load_split(data_root, split)
-    video_ids = select_videos(data, limit)
+    video_ids = data.video_ids[:limit] if limit else data.video_ids
     by_video: dict[str, list[QARecord]] = {}
     for r in data.records:
         by_video.setdefault(r.video_id, []).append(r)
@@ -138,50 +119,73 @@ def curate_flow(data_root: Path, split: str, out: Path, cfg: CurationConfig, lim
             rejects += rej
         else:
             sources.append(src)
-
     cache_dir = out / "cache"
-    futures = [process_video_task.submit(s, by_video[s.video_id], cfg, data_root, cache_dir,
-                                         str(data.annotation_file)) for s in sources]
+    futures = [process_video_task.submit(s, by_video[s.video_id], cfg, data_root, cache_dir) for s in sources]
     results: list[VideoResult] = []
     for fut in tqdm(futures, desc=f"curate {split}", unit="video", disable=not progress):
         res = fut.result()
-        for rej in res.rejects:
+        for rej in res.rejects[:1]:
             print(rej.message)
         results.append(res)
-    return _write_outputs(data, video_ids, results, rejects, cfg, out, t0)
+    return write_outputs(data, video_ids, results, rejects, cfg, out, t0)
 
 
-def _write_outputs(data: SplitData, video_ids: list[str], results: list[VideoResult], rejects: list[Reject],
-                   cfg: CurationConfig, out: Path, t0: float) -> RunSummary:
-    results.sort(key=lambda r: r.video_id)
+def write_outputs(data: SplitData, video_ids: list[str], results: list[VideoResult], rejects: list[Reject],
+                  cfg: CurationConfig, out: Path, t0: float) -> RunSummary:
+    """Merge per-video results in video-id order (deterministic whatever order workers finished in)."""
+    results = sorted(results, key=lambda r: r.video_id)
     rows = [row for r in results for row in r.rows]
     summaries = [s for r in results for s in r.summaries]
+    candidates = [c for r in results for c in r.candidates]
     rejects = rejects + [rej for r in results for rej in r.rejects]
     write_table_atomic(evidence_table(rows), out / "evidence.parquet")
     write_table_atomic(questions_table(summaries), out / "questions.parquet")
+    write_table_atomic(candidates_table(candidates), out / "trajectories.parquet")
     write_table_atomic(rejects_table(rejects), out / "rejects.parquet")
+    shards = out / "shards"
+    for stage in ("drp", "crp"):
+        write_stage(shards, stage, [row for r in results for row in r.cot_rows if row.stage == stage], cfg.shards)
+    for stage in ("rld", "rlc"):
+        write_stage(shards, stage, [row for r in results for row in r.rl_rows if row.stage == stage], cfg.shards)
+
     ok = [r.analysis for r in results if r.analysis is not None]
-    summary = RunSummary(
+    verified = sum(c["verified"] for c in candidates)
+    s = RunSummary(
         split=data.split, out=str(out), videos=len(video_ids), videos_ok=len(ok),
         videos_cached=sum(a.from_cache for a in ok),
         frames_decoded=sum(len(a.sampled) for a in ok), frames_ocr=sum(len(a.kept) for a in ok),
         ocr_calls=sum(a.ocr_calls for a in ok if not a.from_cache),
         detector_calls=sum(a.detector_calls for a in ok if not a.from_cache),
         questions=len(summaries),
-        questions_with_answer_evidence=sum(s.status == "answer" for s in summaries),
-        questions_with_any_evidence=sum(s.status != "none" for s in summaries),
-        evidence_rows=len(rows), rejects=len(rejects), config_hash=cfg.config_hash,
-        seconds=round(time.perf_counter() - t0, 2))
+        questions_with_answer_evidence=sum(q.status == "answer" for q in summaries),
+        questions_with_any_evidence=sum(q.status != "none" for q in summaries),
+        evidence_rows=len(rows), trajectories=len(candidates), trajectories_verified=verified,
+        verification_rate=round(verified / len(candidates), 4) if candidates else 0.0,
+        rejects=len(rejects), config_hash=cfg.config_hash, seconds=0.0)
+    for c in candidates:
+        if not c["verified"]:
+            key = c["reason"].split(" (")[0]
+            s.trajectory_rejects_by_reason[key] = s.trajectory_rejects_by_reason.get(key, 0) + 1
     for rej in rejects:
-        summary.rejects_by_reason[rej.reason] = summary.rejects_by_reason.get(rej.reason, 0) + 1
-    write_json_atomic(out / "stats.json", asdict(summary), indent=2)
+        s.rejects_by_reason[rej.reason] = s.rejects_by_reason.get(rej.reason, 0) + 1
+    write_manifest(shards, {
+        "config_hash": cfg.config_hash, "toolkit_version": __version__, "source_splits": [data.split],
+        "data_root": str(Path(data.annotation_file).parent.parent.resolve()),
+        "yields": {"questions": len(summaries), "questions_with_answer_evidence": s.questions_with_answer_evidence,
+                   "trajectories": len(candidates), "verified": verified,
+                   "selected_for_sft": sum(c["selected"] for c in candidates),
+                   "trajectory_rejects_by_reason": s.trajectory_rejects_by_reason},
+    })
+    s.shard_counts = counts(shards)
+    s.shards_hash = content_hash(shards)
+    s.seconds = round(time.perf_counter() - t0, 2)
+    write_json_atomic(out / "stats.json", asdict(s), indent=2)
     write_json_atomic(out / "config.json", cfg.model_dump(mode="json"), indent=2)
-    return summary
+    return s
 
 
 def run_curate(data_root: Path, split: str, out: Path, cfg: CurationConfig, *, limit: int | None = None,
                workers: int = 2, progress: bool = True) -> RunSummary:
     """Run the flow with ``workers`` videos in flight on a local thread pool."""
     runner = ThreadPoolTaskRunner(max_workers=max(1, workers))
-    return curate_flow.with_options(task_runner=runner)(data_root, split, out, cfg, limit=limit,
-                                                         progress=progress)
+    return curate_flow.with_options(task_runner=runner)(data_root, split, out, cfg, limit=limit, progress=progress)

@@ -1,0 +1,183 @@
+"""Everything curation does for one video: analyse → match → synthesize → shard rows.
+
+Work is partitioned by video so that any executor (a thread, a Dask or Ray
+worker) can run this function with no shared state; the outputs are merged
+and sorted afterwards. Both expensive stages leave an atomic,
+content-addressed artifact (analysis: OCR + detection; synthesis: verified
+trajectories and rows), so a resumed or repeated run skips them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import cv2
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from videor4 import __version__
+from videor4.curation.analyze import VideoAnalysis, analyze_video
+from videor4.curation.atomic import write_json_atomic
+from videor4.curation.config import CurationConfig
+from videor4.curation.dataset import QARecord, Reject, VideoSource, precomputed_ocr_path
+from videor4.curation.detect import Detector
+from videor4.curation.evidence import QuestionSummary, match_video, propagate
+from videor4.curation.media import MediaError, open_video
+from videor4.curation.ocr import OCRBackend
+from videor4.curation.shard_schema import (QC, CoTRow, EvidenceItem, Provenance, RLRow, VideoRef,
+                                           make_sample_id)
+from videor4.curation.ops import ClipCropExecutor
+from videor4.curation.trajectories import Trajectory, TrajectorySynthesizer, split_bucket, to_image_ref
+
+SYNTHESIS_VERSION = 1
+
+
+@dataclass
+class VideoResult:
+    """What one video contributes to the run (all plain data, cheap to send between processes)."""
+
+    video_id: str
+    analysis: VideoAnalysis | None
+    rows: list[dict] = field(default_factory=list)
+    summaries: list[QuestionSummary] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    cot_rows: list[CoTRow] = field(default_factory=list)
+    rl_rows: list[RLRow] = field(default_factory=list)
+    candidates: list[dict] = field(default_factory=list)
+    synthesis_cached: bool = False
+
+
+def curate_video(source: VideoSource, records: list[QARecord], cfg: CurationConfig, data_root: Path,
+                 cache_dir: Path, ocr: OCRBackend | None, detector: Detector | None,
+                 verify_ocr: OCRBackend) -> VideoResult:
+    """Run every stage for one video; media problems become rejects for its questions."""
+    pre = precomputed_ocr_path(data_root, source.video_id) if cfg.ocr.backend == "precomputed" else None
+    if cfg.ocr.backend == "precomputed" and pre is None:
+        return VideoResult(source.video_id, None, rejects=_rejects(
+            records, "ocr", "missing_precomputed_ocr", str(source.path),
+            f"video {source.video_id}: --ocr precomputed but video_ocr/{source.video_id}.json is missing"))
+    try:
+        analysis = analyze_video(source, cfg, ocr=ocr, detector=detector, precomputed_ocr=pre, cache_dir=cache_dir)
+    except MediaError as exc:
+        return VideoResult(source.video_id, None, rejects=_rejects(records, "media", "corrupt_media",
+                                                                   str(source.path), str(exc)))
+    timestamps = {i: analysis.timestamp(i) for i in range(analysis.num_frames)}
+    observations = propagate(analysis.by_frame(), analysis.representative, timestamps)
+    rows, summaries = match_video(records, observations, cfg.matching)
+    result = VideoResult(source.video_id, analysis, rows, summaries)
+    _synthesize(result, source, records, cfg, data_root, cache_dir, verify_ocr)
+    if cfg.shards.embed_media and result.cot_rows:
+        result.cot_rows = embed_media(result.cot_rows, source, cfg)
+    return result
+
+
+def embed_media(rows: list[CoTRow], source: VideoSource, cfg: CurationConfig) -> list[CoTRow]:
+    """Store each image's JPEG bytes next to its reference, so a shard trains without the videos."""
+    out: list[CoTRow] = []
+    with open_video(source.path, config=cfg.media, video_id=source.video_id) as reader:
+        for row in rows:
+            ex = ClipCropExecutor(reader, row.initial_frames, cfg.trajectories.ops)
+            messages = []
+            for m in row.messages:
+                images = [ref.model_copy(update={"jpeg": encode_jpeg(ex.render(to_image_ref(ref)),
+                                                                     cfg.shards.jpeg_quality)})
+                          for ref in m.images]
+                messages.append(m.model_copy(update={"images": images}))
+            out.append(row.model_copy(update={"messages": messages}))
+    return out
+
+
+def encode_jpeg(image, quality: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def _rejects(records: list[QARecord], stage: str, reason: str, file: str, message: str) -> list[Reject]:
+    return [Reject(stage=stage, reason=reason, message=message, file=file, record_index=r.record_index,
+                   field="video_id", video_id=r.video_id, question_id=r.question_id) for r in records]
+
+
+def _synthesis_path(cache_dir: Path, source: VideoSource, analysis: VideoAnalysis, cfg: CurationConfig,
+                    records: list[QARecord]) -> Path:
+    key = hashlib.sha1(json.dumps([
+        SYNTHESIS_VERSION, __version__, source.kind, analysis.ocr_backend, analysis.detector_backend,
+        cfg.stage_hash("synthesis"), sorted((r.question_id, r.question, r.answers, r.split) for r in records),
+        [analysis.num_frames, analysis.fps, analysis.sampled, analysis.kept],
+    ], default=list).encode()).hexdigest()[:16]
+    return Path(cache_dir) / "synthesis" / f"{source.video_id}-{key}.json"
+
+
+def _synthesize(result: VideoResult, source: VideoSource, records: list[QARecord], cfg: CurationConfig,
+                data_root: Path, cache_dir: Path, verify_ocr: OCRBackend) -> None:
+    analysis = result.analysis
+    assert analysis is not None
+    path = _synthesis_path(cache_dir, source, analysis, cfg, records)
+    if path.is_file():
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+            result.cot_rows = [CoTRow.model_validate(r) for r in d["cot"]]
+            result.rl_rows = [RLRow.model_validate(r) for r in d["rl"]]
+            result.candidates = d["candidates"]
+            result.synthesis_cached = True
+            return
+        except (ValueError, KeyError):
+            path.unlink(missing_ok=True)
+    by_question: dict[int, list[dict]] = {}
+    for row in result.rows:
+        if row["match"] == "answer":
+            by_question.setdefault(row["question_id"], []).append(row)
+    video_ref = VideoRef(path=source.relative_to(Path(data_root)), kind=source.kind, fps=analysis.fps,
+                         num_frames=analysis.num_frames)
+    tcfg = cfg.trajectories
+    with open_video(source.path, config=cfg.media, video_id=source.video_id) as reader:
+        synth = TrajectorySynthesizer(reader, verify_ocr, tcfg, cfg.matching)
+        for rec in sorted(records, key=lambda r: r.question_id):
+            answer_rows = by_question.get(rec.question_id, [])
+            evidence = [EvidenceItem(**{k: r[k] for k in ("frame_index", "timestamp_s", "bbox", "text", "kind",
+                                                          "match", "score")})
+                        for r in result.rows if r["question_id"] == rec.question_id][:32]
+            common = dict(question_id=rec.question_id, video_id=rec.video_id, question=rec.question,
+                          answers=list(rec.answers), source1=rec.source1, source2=rec.source2, video=video_ref,
+                          initial_frames=list(synth.initial_frames), evidence=evidence,
+                          provenance=Provenance(toolkit_version=__version__, split=rec.split,
+                                                source_file=Path(rec.source_file).name, decoder=analysis.decoder,
+                                                ocr_backend=analysis.ocr_backend,
+                                                detector_backend=analysis.detector_backend,
+                                                config_hash=cfg.config_hash))
+            uncertainty = round(1.0 - max((r["score"] for r in answer_rows), default=0.0), 6)
+            trajectories = synth.synthesize(rec, answer_rows)
+            used = _select(rec, trajectories, tcfg.sft_fraction_drp, tcfg.sft_fraction_crp, tcfg.seed)
+            for t in trajectories:
+                result.candidates.append({"sample_id": t.sample_id, "stage": t.stage, "variant": t.variant,
+                                          "question_id": t.question_id, "video_id": rec.video_id,
+                                          "ops": list(t.ops), "verified": t.verified, "reason": t.reason,
+                                          "reocr_text": t.reocr_text, "selected": t.sample_id in used})
+                if t.sample_id in used:
+                    result.cot_rows.append(CoTRow(sample_id=t.sample_id, stage=t.stage, messages=t.messages,
+                                                  ops=t.ops, verified=True,
+                                                  qc=QC(status="auto_pass", uncertainty=uncertainty), **common))
+            diff = synth.difficulty(answer_rows)
+            in_sft = {t.stage for t in trajectories if t.sample_id in used}
+            paired = {"rld": "drp", "rlc": "crp"}[diff.rl_stage]
+            if paired not in in_sft:  # a question trained by SFT is not reused by the RL stage it pairs with
+                result.rl_rows.append(RLRow(
+                    sample_id=make_sample_id(rec.video_id, rec.question_id, diff.rl_stage), stage=diff.rl_stage,
+                    difficulty=diff.difficulty, answer_in_initial=diff.answer_in_initial,
+                    required_ops=list(diff.required_ops), qc=QC(status="auto_pass", uncertainty=uncertainty),
+                    **common))
+    write_json_atomic(path, {"cot": [r.model_dump(mode="json") for r in result.cot_rows],
+                             "rl": [r.model_dump(mode="json") for r in result.rl_rows],
+                             "candidates": result.candidates})
+
+
+def _select(rec: QARecord, trajectories: list[Trajectory], frac_drp: float, frac_crp: float, seed: int) -> set[str]:
+    """Which verified trajectories go to SFT shards (the hash split of DESIGN/docs: see docs/curation.md)."""
+    used: set[str] = set()
+    for stage, frac in (("drp", frac_drp), ("crp", frac_crp)):
+        ok = [t for t in trajectories if t.stage == stage and t.verified]
+        if ok and split_bucket(rec.question_id, stage, seed) < frac:
+            used.update(t.sample_id for t in ok)
+    return used

@@ -1,0 +1,301 @@
+"""One reader interface over video files and frame folders.
+
+M4-ViteVQA ships either raw videos (``videos/<id>.mp4``) or decoded frames
+(``img_dir/<id>/<n>.jpg``); every later step (OCR, detection, the clip/crop
+executor) must see the same frame indices and pixels whichever layout the data
+has, so both are hidden behind :class:`VideoReader`.
+
+Frame index ``i`` is the 0-based position in decode (presentation) order for a
+video, and the position in the numerically sorted frame files for a folder; its
+time is ``i / fps``. Readers stream frames (``read`` is a generator) so memory
+stays bounded by one frame per backend, whatever the video length.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from videor4.curation.errors import UserError
+
+DecoderName = Literal["opencv", "pyav", "decord"]
+
+# Measured by benchmarks/bench_decode.py (docs/backends.md): OpenCV decodes
+# 1280x720 H.264 fastest on this kind of machine, so "auto" means OpenCV.
+FASTEST_DECODER: DecoderName = "opencv"
+
+FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
+_DECORD_CHUNK = 16  # frames per get_batch call: bounds memory, keeps batching benefits
+
+
+class MediaError(UserError):
+    """A video or frame folder that is missing, unreadable or corrupt."""
+
+
+class MediaConfig(BaseModel):
+    """How videos are decoded and how frame folders are timed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    decoder: Literal["auto", "opencv", "pyav", "decord"] = Field(
+        "auto", description="Video decoder; 'auto' picks the fastest measured one (OpenCV)."
+    )
+    frames_fps: float = Field(
+        10.0,
+        gt=0,
+        description="Frame rate assumed for img_dir frame folders, which carry no timing "
+        "(official M4-ViteVQA frames are commonly 10 fps).",
+    )
+
+
+@runtime_checkable
+class VideoReader(Protocol):
+    """Random access by index over a video's frames, streamed in ascending order."""
+
+    video_id: str
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    backend: str
+
+    def timestamp(self, frame_index: int) -> float: ...
+
+    def frame_at(self, t: float) -> int: ...
+
+    def read(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> VideoReader: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class _Reader:
+    """Index/time arithmetic and index validation shared by every backend."""
+
+    video_id: str
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    backend: str
+    path: Path
+
+    def timestamp(self, frame_index: int) -> float:
+        return frame_index / self.fps
+
+    def frame_at(self, t: float) -> int:
+        return min(max(round(t * self.fps), 0), self.num_frames - 1)
+
+    def _wanted(self, indices: Sequence[int]) -> list[int]:
+        """Unique ascending indices; out-of-range ones are a caller bug."""
+        wanted = sorted({int(i) for i in indices})
+        if wanted and (wanted[0] < 0 or wanted[-1] >= self.num_frames):
+            raise IndexError(
+                f"{self.path}: frame indices must lie in [0, {self.num_frames}), got {wanted[0]}..{wanted[-1]}"
+            )
+        return wanted
+
+    def read(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Nothing to release by default."""
+
+    def __enter__(self) -> _Reader:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.video_id!r}, {self.num_frames} frames, "
+            f"{self.fps:g} fps, {self.width}x{self.height}, {self.backend})"
+        )
+
+
+class OpenCVReader(_Reader):
+    """cv2.VideoCapture: ``grab()`` skips unwanted frames, ``retrieve()`` converts wanted ones only."""
+
+    def __init__(self, path: Path, video_id: str) -> None:
+        self.path, self.video_id = path, video_id
+        self.backend = f"opencv {cv2.__version__}"
+        cap = cv2.VideoCapture(str(path))
+        if not cap.isOpened():
+            cap.release()
+            raise MediaError(f"{path}: cannot open video with OpenCV (corrupt or unsupported file)")
+        self.fps = cap.get(cv2.CAP_PROP_FPS)
+        self.width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        self.height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self.num_frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        cap.release()
+        _check_stream(path, self.num_frames, self.fps, self.width, self.height)
+
+    def read(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        wanted = self._wanted(indices)
+        if not wanted:
+            return
+        # A fresh capture per call: sequential grabbing from frame 0 is exact,
+        # whereas CAP_PROP_POS_FRAMES seeks land on keyframes for some codecs.
+        cap = cv2.VideoCapture(str(self.path))
+        try:
+            position = 0
+            for index in wanted:
+                while position <= index:
+                    if not cap.grab():
+                        raise MediaError(f"{self.path}: video ends at frame {position}, expected {self.num_frames}")
+                    position += 1
+                ok, bgr = cap.retrieve()
+                if not ok:
+                    raise MediaError(f"{self.path}: cannot decode frame {index}")
+                yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        finally:
+            cap.release()
+
+
+class PyAVReader(_Reader):
+    """PyAV (FFmpeg bindings), decoding sequentially with FFmpeg's own threading."""
+
+    def __init__(self, path: Path, video_id: str) -> None:
+        import av
+
+        self.path, self.video_id = path, video_id
+        self.backend = f"pyav {av.__version__}"
+        try:
+            with av.open(str(path)) as container:
+                if not container.streams.video:
+                    raise MediaError(f"{path}: file has no video stream")
+                stream = container.streams.video[0]
+                rate = stream.average_rate or stream.guessed_rate
+                self.fps = float(rate) if rate else 0.0
+                self.width, self.height = stream.codec_context.width, stream.codec_context.height
+                # stream.frames is the container's count; when the container
+                # does not record it, counting packets needs no decoding.
+                self.num_frames = stream.frames or sum(
+                    1 for packet in container.demux(stream) if packet.size
+                )
+        except av.FFmpegError as error:
+            raise MediaError(f"{path}: cannot open video with PyAV ({error.strerror})") from error
+        _check_stream(path, self.num_frames, self.fps, self.width, self.height)
+
+    def read(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        import av
+
+        wanted = self._wanted(indices)
+        if not wanted:
+            return
+        try:
+            with av.open(str(self.path)) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                targets = iter(wanted)
+                target = next(targets)
+                for position, frame in enumerate(container.decode(stream)):
+                    if position == target:
+                        yield position, frame.to_ndarray(format="rgb24")
+                        target = next(targets, None)
+                        if target is None:
+                            return
+        except av.FFmpegError as error:
+            raise MediaError(f"{self.path}: cannot decode video with PyAV ({error})") from error
+        raise MediaError(f"{self.path}: video ends before frame {target}, expected {self.num_frames}")
+
+
+class DecordReader(_Reader):
+    """decord, fetching wanted frames with ``get_batch`` in small chunks."""
+
+    def __init__(self, path: Path, video_id: str) -> None:
+        import decord
+
+        self.path, self.video_id = path, video_id
+        self.backend = f"decord {decord.__version__}"
+        try:
+            self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
+        except (decord.DECORDError, RuntimeError) as error:  # decord raises plain RuntimeError on bad files
+            raise MediaError(f"{path}: cannot open video with decord ({str(error).splitlines()[0]})") from error
+        self.num_frames = len(self._vr)
+        self.fps = float(self._vr.get_avg_fps())
+        self.height, self.width = self._vr[0].shape[:2] if self.num_frames else (0, 0)
+        self._vr.seek(0)
+        _check_stream(path, self.num_frames, self.fps, self.width, self.height)
+
+    def read(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        wanted = self._wanted(indices)
+        for start in range(0, len(wanted), _DECORD_CHUNK):
+            chunk = wanted[start : start + _DECORD_CHUNK]
+            frames = self._vr.get_batch(chunk).asnumpy()
+            yield from zip(chunk, frames)
+
+    def close(self) -> None:
+        del self._vr
+
+
+class FramesDirReader(_Reader):
+    """A folder of ``<n>.jpg`` frames, ordered by the number in the name (1, 2, ..., 10)."""
+
+    backend = "frames-dir"
+
+    def __init__(self, path: Path, video_id: str, fps: float) -> None:
+        self.path, self.video_id, self.fps = path, video_id, fps
+        files = [p for p in path.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS]
+        if not files:
+            raise MediaError(f"{path}: frame folder holds no {'/'.join(FRAME_EXTENSIONS)} files")
+        bad = next((p for p in files if not re.fullmatch(r"\d+", p.stem)), None)
+        if bad is not None:
+            raise MediaError(f"{bad}: frame file names must be numbers (e.g. 1.jpg, 00002.jpg)")
+        files.sort(key=lambda p: int(p.stem))
+        self.frame_files: list[Path] = files
+        # The numbers in the file names, for data keyed by them (precomputed OCR).
+        self.frame_numbers: list[int] = [int(p.stem) for p in files]
+        self.num_frames = len(files)
+        self.height, self.width = self._load(files[0]).shape[:2]
+
+    def read(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        for index in self._wanted(indices):
+            yield index, self._load(self.frame_files[index])
+
+    @staticmethod
+    def _load(file: Path) -> np.ndarray:
+        bgr = cv2.imread(str(file), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise MediaError(f"{file}: cannot read image (corrupt or not an image)")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _check_stream(path: Path, num_frames: int, fps: float, width: int, height: int) -> None:
+    if num_frames <= 0 or fps <= 0 or width <= 0 or height <= 0:
+        raise MediaError(
+            f"{path}: video reports {num_frames} frames at {fps:g} fps, {width}x{height} (corrupt or empty)"
+        )
+
+
+_DECODERS = {"opencv": OpenCVReader, "pyav": PyAVReader, "decord": DecordReader}
+
+
+def open_video(
+    source: str | Path, *, config: MediaConfig = MediaConfig(), video_id: str | None = None
+) -> VideoReader:
+    """Open a video file or a frame folder; ``video_id`` defaults to the file/folder stem."""
+    path = Path(source)
+    video_id = video_id if video_id is not None else path.stem
+    if path.is_dir():
+        return FramesDirReader(path, video_id, config.frames_fps)
+    if not path.is_file():
+        raise MediaError(f"{path}: no such video file or frame folder")
+    decoder = FASTEST_DECODER if config.decoder == "auto" else config.decoder
+    return _DECODERS[decoder](path, video_id)
