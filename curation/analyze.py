@@ -142,6 +142,7 @@ def analyze_video(source: VideoSource, cfg: CurationConfig, *, ocr: OCRBackend |
 
     t0 = time.perf_counter()
     dedupe = NearDuplicateFilter(cfg.dedupe)
+    scene = NearDuplicateFilter(cfg.detection_dedupe)
     observations: list[Observation] = []
     kept: list[int] = []
     ocr_calls = det_calls = 0
@@ -161,7 +162,7 @@ def analyze_video(source: VideoSource, cfg: CurationConfig, *, ocr: OCRBackend |
                 boxes = ocr.read(image)
                 ocr_calls += 1
             observations += _ocr_observations(idx, ts, boxes, reader.width, reader.height, backends[0])
-            if detector is not None:
+            if detector is not None and scene.keep(idx, image):
                 det_calls += 1
                 for d in detector.detect(image):
                     x1, y1, x2, y2 = d.bbox

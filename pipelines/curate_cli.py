@@ -22,6 +22,8 @@ def add_curation_options(p: argparse.ArgumentParser) -> None:
                    help="read videos/<id>.mp4 or img_dir/<id>/ (auto: video if present)")
     p.add_argument("--decoder", choices=["auto", "opencv", "pyav", "decord"], help="video decoder (auto = fastest)")
     p.add_argument("--frames-fps", type=float, help="frame rate of img_dir frame folders (default 10)")
+    p.add_argument("--embed-media", action="store_true", default=None,
+                   help="store JPEG bytes of every trajectory image in the shards (portable, larger)")
     p.add_argument("--workers", type=int, default=2, help="videos processed concurrently (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -33,6 +35,7 @@ def config_from_args(args: argparse.Namespace):
         "ocr.backend": args.ocr, "detector.backend": args.detector,
         "detector.weights": str(args.detector_weights) if args.detector_weights else None,
         "media_preference": args.media, "media.decoder": args.decoder, "media.frames_fps": args.frames_fps,
+        "shards.embed_media": args.embed_media,
     })
 
 
@@ -47,7 +50,8 @@ def run_from_args(args: argparse.Namespace, data_root: Path, split: str, out: Pa
     summary = run_curate(data_root, split, out, cfg, limit=args.limit, workers=args.workers,
                          progress=not args.no_progress)
     print("\n".join(summary.lines()))
-    print(f"outputs: {out}/evidence.parquet, {out}/questions.parquet, {out}/rejects.parquet, {out}/stats.json")
+    print(f"outputs in {out}/: evidence.parquet, questions.parquet, trajectories.parquet, rejects.parquet, "
+          f"stats.json, shards/ (look at a sample: videor4 shards inspect {out}/shards --html sample.html)")
     return 0
 
 

@@ -42,3 +42,28 @@ def prefect_home(tmp_path_factory: pytest.TempPathFactory):
 
     with prefect_test_harness(server_startup_timeout=120):
         yield home
+
+
+class SampleRun:
+    """One curation run of the bundled sample, shared by every test that needs curated data or shards."""
+
+    def __init__(self, out: Path, cfg, summary) -> None:
+        self.out, self.cfg, self.summary = out, cfg, summary
+        self.shards = out / "shards"
+
+
+# Every 4th frame (2.5 fps of the 10 fps sample): the same code path as a full run at a quarter of the OCR cost.
+SAMPLE_TEST_OVERRIDES = {"sampling.mode": "fps", "sampling.fps": 2.5}
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory: pytest.TempPathFactory, prefect_home: Path) -> SampleRun:
+    """Curate the bundled sample once (real decode, OCR, detection, synthesis, shards) for the whole session."""
+    from videor4.curation.config import load_config
+    from videor4.curation.sample import SAMPLE_SPLIT, sample_root
+    from videor4.pipelines.curate_flow import run_curate
+
+    out = tmp_path_factory.mktemp("sample-run")
+    cfg = load_config(None, SAMPLE_TEST_OVERRIDES)
+    summary = run_curate(sample_root(), SAMPLE_SPLIT, out, cfg, workers=2, progress=False)
+    return SampleRun(out, cfg, summary)

@@ -1,0 +1,134 @@
+"""The curate flow end to end on the bundled sample: real decode, OCR, detection, Prefect."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from videor4.curation.config import load_config
+from videor4.curation.dataset import load_split
+from videor4.curation.evidence import answer_match_score
+from videor4.curation.media import open_video
+from videor4.curation.ocr import OCRConfig, create_ocr
+from videor4.curation.outputs import EVIDENCE_SCHEMA
+from videor4.curation.sample import SAMPLE_SPLIT, sample_root
+from videor4.curation.shards import content_hash
+from videor4.pipelines.cli import main
+from videor4.pipelines.curate_flow import run_curate
+
+from tests.conftest import SAMPLE_TEST_OVERRIDES, SampleRun
+
+
+def _answer_frames() -> dict[int, list[int]]:
+    doc = json.loads((sample_root() / "answer_frames.json").read_text())
+    return {int(q): v["frame_index"] for q, v in doc["questions"].items()}
+
+
+def test_evidence_table_has_exactly_the_contract_columns(sample_run: SampleRun) -> None:
+    table = pq.read_table(sample_run.out / "evidence.parquet")
+    assert table.schema.equals(EVIDENCE_SCHEMA, check_metadata=False)
+    df = table.to_pandas()
+    assert len(df) > 0
+    assert set(df["kind"]) <= {"ocr", "object"} and set(df["match"]) <= {"answer", "question"}
+    boxes = df["bbox"].tolist()
+    assert all(0.0 <= v <= 1.0 for b in boxes for v in b) and all(b[0] < b[2] and b[1] < b[3] for b in boxes)
+    assert df["backend"].str.startswith(("rapidocr", "opencv")).all()
+    questions = pd.read_parquet(sample_run.out / "questions.parquet")
+    n_qa = len(load_split(sample_root(), SAMPLE_SPLIT).records)
+    assert len(questions) == n_qa  # a question without evidence is kept (with a reason), never dropped
+    assert (questions.loc[questions.status == "none", "reason"].str.len() > 0).all()
+
+
+def test_sign_text_found_in_the_right_frames_with_a_box_around_it(sample_run: SampleRun) -> None:
+    """Text answers are found where a person sees them, and the box really contains the answer's pixels."""
+    data = {r.question_id: r for r in load_split(sample_root(), SAMPLE_SPLIT).records}
+    truth = _answer_frames()
+    ev = pd.read_parquet(sample_run.out / "evidence.parquet")
+    ev = ev[ev.match == "answer"]
+    text_qs = [q for q, r in data.items() if r.source2 == "Text"]
+    found = [q for q in text_qs if q in set(ev.question_id)]
+    assert len(found) >= 0.8 * len(text_qs), f"answer evidence for only {len(found)}/{len(text_qs)} Text questions"
+    ocr = create_ocr(OCRConfig())
+    for q in found:
+        best = ev[ev.question_id == q].iloc[0]  # rows are sorted best first
+        assert best.frame_index in truth[q] or any(abs(best.frame_index - f) <= 4 for f in truth[q]), q
+    # The best box of a sign question, cut out of the frame and re-read, shows the answer.
+    q = 900005  # "HOTEL" on the black sign
+    best = ev[ev.question_id == q].iloc[0]
+    with open_video(sample_root() / "videos" / "90002.mp4") as reader:
+        frame = dict(reader.read([int(best.frame_index)]))[int(best.frame_index)]
+    h, w = frame.shape[:2]
+    x1, y1, x2, y2 = best.bbox
+    crop = frame[int(y1 * h):int(y2 * h) + 1, int(x1 * w):int(x2 * w) + 1]
+    text = " ".join(b.text for b in ocr.read(crop))
+    assert answer_match_score(data[q].answers, text, sample_run.cfg.matching) >= 0.8, text
+
+
+def test_run_summary_and_stats(sample_run: SampleRun) -> None:
+    s = sample_run.summary
+    stats = json.loads((sample_run.out / "stats.json").read_text())
+    assert stats["videos"] == stats["videos_ok"] == 7
+    assert stats["frames_ocr"] <= stats["frames_decoded"]
+    assert stats["ocr_calls"] == stats["frames_ocr"] > 0  # first run: every kept frame OCR'd once
+    assert stats["questions"] == 30 and stats["rejects"] == 0
+    assert s.trajectories > 0 and 0 < s.verification_rate <= 1
+
+
+def test_second_run_does_no_ocr_and_gives_identical_outputs(sample_run: SampleRun) -> None:
+    before = (pq.read_table(sample_run.out / "evidence.parquet"), content_hash(sample_run.shards))
+    again = run_curate(sample_root(), SAMPLE_SPLIT, sample_run.out, sample_run.cfg, workers=2, progress=False)
+    assert again.ocr_calls == 0 and again.detector_calls == 0
+    assert again.videos_cached == again.videos_ok == 7
+    assert pq.read_table(sample_run.out / "evidence.parquet").equals(before[0])
+    assert content_hash(sample_run.shards) == before[1]
+
+
+def test_both_media_layouts_give_the_same_evidence(sample_run: SampleRun, tmp_path: Path) -> None:
+    """img_dir frames were decoded from the mp4s, so the frames layout must find the same evidence."""
+    cfg = load_config(None, {**SAMPLE_TEST_OVERRIDES, "media_preference": "frames"})
+    run_curate(sample_root(), SAMPLE_SPLIT, tmp_path, cfg, limit=2, workers=2, progress=False)
+    frames = pd.read_parquet(tmp_path / "evidence.parquet")
+    video = pd.read_parquet(sample_run.out / "evidence.parquet")
+    video = video[video.video_id.isin(sorted(set(video.video_id))[:2])]
+    key = ["question_id", "frame_index", "match", "kind"]
+    a = video[video.match == "answer"].sort_values(key + ["score"])
+    b = frames[frames.match == "answer"].sort_values(key + ["score"])
+    assert len(a) > 0
+    assert set(map(tuple, a[key].values)) == set(map(tuple, b[key].values))
+    merged = a.groupby(key).first().join(b.groupby(key).first(), rsuffix="_f")
+    for box, box_f in zip(merged.bbox, merged.bbox_f):
+        assert max(abs(u - v) for u, v in zip(box, box_f)) < 0.02
+
+
+def test_corrupt_video_and_missing_media_become_rejects(prefect_home: Path, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(sample_root() / "Annotations", root / "Annotations")
+    (root / "videos").mkdir()
+    shutil.copy(sample_root() / "videos" / "90003.mp4", root / "videos" / "90003.mp4")
+    (root / "videos" / "90001.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 500)  # corrupt
+    # 90002: neither videos/90002.mp4 nor img_dir/90002 (missing frames folder); the rest are out of --limit.
+    cfg = load_config(None, {"sampling.mode": "uniform", "sampling.num_frames": 4})
+    s = run_curate(root, SAMPLE_SPLIT, tmp_path / "out", cfg, limit=3, workers=2, progress=False)
+    assert s.videos == 3 and s.videos_ok == 1
+    rejects = pd.read_parquet(tmp_path / "out" / "rejects.parquet")
+    by_video = rejects.groupby("video_id")["reason"].agg(set).to_dict()
+    assert by_video == {"90001": {"corrupt_media"}, "90002": {"missing_media"}}
+    assert len(rejects[rejects.video_id == "90002"]) == 6  # one reject per question of that video
+    assert rejects["message"].str.contains("9000[12]").all()
+    assert set(pd.read_parquet(tmp_path / "out" / "questions.parquet").video_id) == {"90003"}
+
+
+def test_cli_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["curate", "--data-root", str(tmp_path / "nope"), "--split", "x", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("videor4: error:") and "does not exist" in err and "\n" not in err
+    proc = subprocess.run([sys.executable, "-m", "videor4.pipelines.cli", "curate", "--help"], capture_output=True,
+                          text=True, check=True)
+    assert "--data-root" in proc.stdout and "evidence.parquet" in proc.stdout

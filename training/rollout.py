@@ -1,0 +1,430 @@
+"""Multi-turn rumination rollouts: generate, execute clip/crop, append observations, repeat.
+
+The loop is engine-agnostic: a :class:`RolloutEngine` turns a batch of :class:`PromptState` (token ids +
+images) into one assistant turn each. :class:`HFEngine` uses ``transformers`` ``generate`` (CPU tests, small
+GPUs); ``videor4.training.vllm_engine.VLLMEngine`` uses vLLM on GPUs. Tool calls run through the shared
+``ClipCropExecutor``, and every piece of text is rendered by ``videor4.training.prompts``, so a rollout's token
+ids are exactly the ids SFT would build for the same conversation (tested).
+
+Token bookkeeping: the ids the engine generated are kept verbatim (never re-tokenized) and are the only ones
+with ``loss_mask`` 1; the prompt, the ``<|im_end|>`` the loop appends after a stop at ``</tool_call>``, and
+observation turns are 0. A rollout ends with one stop reason:
+
+* ``answer``      — the turn contains ``<answer>…</answer>``;
+* ``eos``         — the turn ended without an answer or a tool call;
+* ``max_calls``   — the model called a tool after the call budget was spent;
+* ``max_images``  — the model called a tool while the image budget was full;
+* ``max_tokens``  — the generated-token budget or the context cap ran out mid-turn.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from pydantic import BaseModel, Field
+from tqdm import tqdm
+
+from videor4.curation.errors import UserError
+from videor4.curation.ops import (
+    ClipCropExecutor,
+    ImageRef,
+    Observation,
+    OpsConfig,
+    ToolCall,
+    ToolCallError,
+    parse_tool_calls,
+)
+from videor4.training.answer_extraction import extract_answer
+from videor4.training.prompts import (
+    GENERATION_PROMPT,
+    EncodedImages,
+    PromptConfig,
+    Turn,
+    build_messages,
+    display_size,
+    encode_chat,
+    encode_images,
+    fit_image,
+    message_segments,
+    observation_content,
+    tokenize_segments,
+)
+from videor4.training.tiny_model import VISION_TOKENS
+
+StopReason = Literal["answer", "eos", "max_calls", "max_images", "max_tokens"]
+TOOL_STOP = "</tool_call>"
+_ANSWER = re.compile(r"<answer>.*?</answer>", re.IGNORECASE | re.DOTALL)
+
+
+class RolloutConfig(BaseModel):
+    """Budgets of one rollout; ``ops`` and ``prompt`` are the executor's and the prompt builder's configs."""
+
+    max_new_tokens: int = Field(768, ge=1, description="generated tokens per rollout, all turns together")
+    max_turn_tokens: int = Field(512, ge=1, description="generated tokens per assistant turn")
+    max_context_tokens: int = Field(16384, ge=1, description="prompt + generated + observations cap")
+    ops: OpsConfig = Field(default_factory=OpsConfig, description="clip/crop budgets and geometry")
+    prompt: PromptConfig = Field(default_factory=PromptConfig, description="frames, pixel budgets, tools on/off")
+
+
+@dataclass
+class PromptState:
+    """What an engine needs to continue one conversation: all token ids so far and the images in order."""
+
+    input_ids: list[int]
+    images: list[np.ndarray]
+    encoded: EncodedImages
+
+
+@dataclass
+class Generation:
+    token_ids: list[int]  # generated ids, up to and including the stop token
+    text: str  # decoded, without a trailing <|im_end|>
+    finished: bool  # stopped on a stop token/string (False: ran out of max_new_tokens)
+
+
+class RolloutEngine(Protocol):
+    """Generates one assistant turn for each prompt state of a batch."""
+
+    tokenizer: Any
+    processor: Any
+
+    def generate(self, prompts: Sequence[PromptState], max_new_tokens: Sequence[int], stop: Sequence[str]) -> list[Generation]: ...
+
+
+@dataclass
+class RolloutSample:
+    """One question to roll out; ``executor_factory(sample)`` opens its video and picks the initial frames."""
+
+    sample_id: str
+    question: str
+    source: str | Path = ""
+    answers: tuple[str, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Rollout:
+    sample_id: str
+    input_ids: list[int]
+    loss_mask: list[int]  # 1 only on model-generated tokens
+    prompt_length: int
+    images: list[np.ndarray]  # as shown to the model, in context order
+    refs: list[ImageRef]  # re-executable references of ``images``
+    encoded: EncodedImages  # processed pixels of ``images`` (for the trainer's forward pass)
+    turns: list[Turn]  # assistant texts with their observations
+    calls: list[ToolCall | ToolCallError]
+    observations: list[Observation]
+    messages: list[dict[str, Any]]  # the chat (with image placeholders), as SFT would store it
+    final_text: str
+    answer: str
+    stop_reason: StopReason
+    generated_tokens: int
+
+
+class _Live:
+    """Mutable per-rollout state while the batch loop runs."""
+
+    def __init__(self, sample: RolloutSample, executor: ClipCropExecutor, processor: Any, config: RolloutConfig):
+        self.sample, self.executor, self.processor, self.config = sample, executor, processor, config
+        refs = list(executor.context)
+        duration = executor.reader.num_frames / executor.reader.fps
+        self.messages, shown = build_messages(
+            sample.question, refs, executor.render_many(refs), config=config.prompt, ops=config.ops, duration_s=duration
+        )
+        chat = encode_chat(processor, self.messages, shown, add_generation_prompt=True)
+        self.state = PromptState(chat.input_ids, shown, chat.images)
+        self.mask = chat.loss_mask
+        self.prompt_length = len(chat.input_ids)
+        self.turns: list[Turn] = []
+        self.generated = 0
+        self.stop: StopReason | None = None
+
+    def budget(self) -> int:
+        cfg = self.config
+        context_left = cfg.max_context_tokens - len(self.state.input_ids)
+        return max(0, min(cfg.max_turn_tokens, cfg.max_new_tokens - self.generated, context_left))
+
+    def append(self, ids: list[int], mask_value: int) -> None:
+        self.state.input_ids += ids
+        self.mask += [mask_value] * len(ids)
+
+    def step(self, gen: Generation) -> StopReason | None:
+        """Record one generated turn; on tool calls, execute them and append the observation turn."""
+        self.generated += len(gen.token_ids)
+        self.append(gen.token_ids, 1)
+        self.turns.append(Turn(gen.text))
+        self.messages.append({"role": "assistant", "content": gen.text})
+        if _ANSWER.search(gen.text):
+            return "answer"
+        if not gen.finished:
+            return "max_tokens"
+        calls = parse_tool_calls(gen.text) if self.config.prompt.tools else []
+        if not calls:
+            return "eos"
+        ops, executor = self.config.ops, self.executor
+        if executor.calls_made >= ops.max_calls:
+            return "max_calls"
+        if len(executor.context) >= ops.max_images:
+            return "max_images"
+        observations = [executor.execute(c) for c in calls]
+        self.turns[-1].observations = observations
+        tokenizer = self.processor.tokenizer
+        # A stop on </tool_call> leaves the turn open; the template closes it (not model-generated: mask 0).
+        close = [] if _ends_with_im_end(gen, tokenizer) else [("<|im_end|>", False)]
+        new_images = [fit_image(self.config.prompt, r, im) for o in observations for r, im in zip(o.refs, o.images)]
+        encoded = encode_images(self.processor, new_images)
+        user = {"role": "user", "content": observation_content(observations)}
+        self.messages.append(user)
+        segments = [*close, ("\n", False), *message_segments(user), (GENERATION_PROMPT, False)]
+        ids, _ = tokenize_segments(tokenizer, segments, encoded.num_tokens)
+        self.append(ids, 0)
+        self.state.images += new_images
+        self.state.encoded.pixel_values += encoded.pixel_values
+        self.state.encoded.image_grid_thw += encoded.image_grid_thw
+        self.state.encoded.num_tokens += encoded.num_tokens
+        return None
+
+    def finish(self) -> Rollout:
+        final = self.turns[-1].assistant if self.turns else ""
+        return Rollout(
+            sample_id=self.sample.sample_id,
+            input_ids=self.state.input_ids,
+            loss_mask=self.mask,
+            prompt_length=self.prompt_length,
+            images=self.state.images,
+            refs=list(self.executor.context),
+            encoded=self.state.encoded,
+            turns=self.turns,
+            calls=[c for t in self.turns if t.observations for c in parse_tool_calls(t.assistant)],
+            observations=[o for t in self.turns for o in t.observations],
+            messages=self.messages,
+            final_text=final,
+            answer=extract_answer(final),
+            stop_reason=self.stop or "eos",
+            generated_tokens=self.generated,
+        )
+
+
+def _ends_with_im_end(gen: Generation, tokenizer: Any) -> bool:
+    return bool(gen.token_ids) and gen.token_ids[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+
+def run_rollouts(
+    engine: RolloutEngine,
+    samples: Sequence[RolloutSample],
+    executor_factory: Callable[[RolloutSample], ClipCropExecutor],
+    config: RolloutConfig | None = None,
+    progress: bool = False,
+) -> list[Rollout]:
+    """Roll out every sample, batching one generate call per turn across the samples still running.
+
+    ``executor_factory`` builds each sample's executor (use :func:`video_executor_factory`, which applies
+    ``config.ops`` and the prompt's display sizes); the loop closes each executor's reader when its rollout ends.
+    Pass a sample G times for a GRPO group: each copy gets its own executor.
+    """
+    config = config or RolloutConfig()
+    live = [_Live(s, executor_factory(s), engine.processor, config) for s in samples]
+    stop = [TOOL_STOP] if config.prompt.tools else []
+    bar = tqdm(total=len(live), desc="rollouts", unit="rollout", disable=not progress)
+    running = live
+    while running:
+        for r in running:
+            if r.stop is None and r.budget() == 0:
+                r.stop = "max_tokens"
+        active = [r for r in running if r.stop is None]
+        if active:
+            generations = engine.generate([r.state for r in active], [r.budget() for r in active], stop)
+            for r, gen in zip(active, generations):
+                r.stop = r.step(gen)
+        for r in running:
+            if r.stop is not None:
+                r.executor.reader.close()
+                bar.update(1)
+        running = [r for r in running if r.stop is None]
+    bar.close()
+    return [r.finish() for r in live]
+
+
+def video_executor_factory(config: RolloutConfig, media_config: Any = None) -> Callable[[RolloutSample], ClipCropExecutor]:
+    """Executors over ``sample.source`` (mp4 or frame folder) with ``prompt.num_frames`` uniform initial frames."""
+    from videor4.curation.media import MediaConfig, open_video
+    from videor4.curation.sampling import uniform_indices
+
+    media_config = media_config or MediaConfig()
+
+    def factory(sample: RolloutSample) -> ClipCropExecutor:
+        reader = open_video(sample.source, config=media_config)
+        frames = uniform_indices(reader.num_frames, config.prompt.num_frames)
+        return ClipCropExecutor(
+            reader, frames, config.ops, display_size=lambda ref, size: display_size(config.prompt, ref, size)
+        )
+
+    return factory
+
+
+def collate(prompts: Sequence[PromptState], pad_id: int, image_token_id: int) -> dict[str, Any]:
+    """Left-padded model inputs for a batch: ids, attention mask, mm token types, pixels, grids.
+
+    Shared by the HF engine and by training forward passes, so both feed the model identically.
+    """
+    import torch
+
+    width = max(len(p.input_ids) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, p in enumerate(prompts):
+        ids[row, width - len(p.input_ids):] = torch.tensor(p.input_ids, dtype=torch.long)
+        attention[row, width - len(p.input_ids):] = 1
+    batch: dict[str, Any] = {
+        "input_ids": ids,
+        "attention_mask": attention,
+        "mm_token_type_ids": (ids == image_token_id).to(torch.int32),
+    }
+    blocks = [b for p in prompts for b in p.encoded.pixel_values]
+    if blocks:
+        batch["pixel_values"] = torch.cat(blocks)
+        batch["image_grid_thw"] = torch.stack([g for p in prompts for g in p.encoded.image_grid_thw])
+    return batch
+
+
+class HFEngineConfig(BaseModel):
+    """Sampling and batching of :class:`HFEngine`."""
+
+    do_sample: bool = Field(False, description="sample (True) or greedy decode (False)")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
+    batch_size: int = Field(8, ge=1, description="conversations per generate call")
+    device: str = Field("auto", description="'auto' (cuda if available, else cpu), 'cpu', 'cuda:0', ...")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="model weights dtype")
+
+
+class HFEngine:
+    """``transformers`` generate as a :class:`RolloutEngine` (left-padded batches, vision tokens suppressed)."""
+
+    def __init__(self, model: Any, processor: Any, config: HFEngineConfig | None = None):
+        self.model, self.processor, self.config = model, processor, config or HFEngineConfig()
+        self.tokenizer = processor.tokenizer
+        tok = self.tokenizer
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.convert_tokens_to_ids("<|endoftext|>")
+        self.image_token_id = tok.convert_tokens_to_ids("<|image_pad|>")
+        self.eos_ids = [tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
+        self.suppress = [tok.convert_tokens_to_ids(t) for t in VISION_TOKENS]
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, config: HFEngineConfig | None = None) -> HFEngine:
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        config = config or HFEngineConfig()
+        path = Path(model_dir)
+        if not (path / "config.json").is_file():
+            raise UserError(f"model directory {path} has no config.json (expected a saved Qwen2.5-VL checkpoint)")
+        device = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = "auto" if config.dtype == "auto" else getattr(torch, config.dtype)
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype).to(device).eval()
+        return cls(model, AutoProcessor.from_pretrained(path), config)
+
+    def generate(self, prompts: Sequence[PromptState], max_new_tokens: Sequence[int], stop: Sequence[str]) -> list[Generation]:
+        out: list[Generation] = []
+        size = self.config.batch_size
+        for start in range(0, len(prompts), size):
+            out += self._generate(prompts[start : start + size], max_new_tokens[start : start + size], stop)
+        return out
+
+    def _generate(self, prompts: Sequence[PromptState], limits: Sequence[int], stop: Sequence[str]) -> list[Generation]:
+        import torch
+
+        tok = self.tokenizer
+        # A stop string that is one token (``</tool_call>`` in Qwen2.5) is an extra eos id: exact and free.
+        encoded = {s: tok(s, add_special_tokens=False)["input_ids"] for s in stop}
+        stop_ids = [ids[0] for ids in encoded.values() if len(ids) == 1]
+        stop_strings = [s for s, ids in encoded.items() if len(ids) != 1]
+        batch = {k: v.to(self.model.device) for k, v in collate(prompts, self.pad_id, self.image_token_id).items()}
+        if "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
+        kwargs: dict[str, Any] = {"stop_strings": stop_strings, "tokenizer": tok} if stop_strings else {}
+        if self.config.do_sample:
+            kwargs.update(do_sample=True, temperature=self.config.temperature, top_p=self.config.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        with torch.inference_mode():
+            output = self.model.generate(
+                **batch,
+                max_new_tokens=max(limits),
+                eos_token_id=self.eos_ids + stop_ids,
+                pad_token_id=self.pad_id,
+                suppress_tokens=self.suppress,
+                **kwargs,
+            )
+        new = output[:, batch["input_ids"].shape[1]:].tolist()
+        return [self._trim(ids, limit, stop_ids, stop_strings) for ids, limit in zip(new, limits)]
+
+    def _trim(self, ids: list[int], limit: int, stop_ids: list[int], stop_strings: list[str]) -> Generation:
+        """Cut a row at its first stop (inclusive) or at its own token limit (rows share one generate call)."""
+        ids = ids[:limit]
+        ends = set(self.eos_ids + stop_ids)
+        cut = next((i + 1 for i, t in enumerate(ids) if t in ends), None)
+        if stop_strings:
+            text_cut = _first_stop_string(self.tokenizer, ids[:cut] if cut else ids, stop_strings)
+            cut = text_cut if text_cut is not None else cut
+        finished = cut is not None
+        ids = ids[:cut] if finished else ids
+        return Generation(ids, decode_turn(self.tokenizer, ids), finished)
+
+
+def _first_stop_string(tokenizer: Any, ids: list[int], stops: Sequence[str]) -> int | None:
+    """Smallest prefix length whose text contains a stop string (binary search: containment is monotone)."""
+    if not any(s in tokenizer.decode(ids) for s in stops):
+        return None
+    lo, hi = 1, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if any(s in tokenizer.decode(ids[:mid]) for s in stops):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def decode_turn(tokenizer: Any, ids: list[int]) -> str:
+    """Text of a turn as the chat stores it: special tokens kept, the closing ``<|im_end|>`` dropped."""
+    text = tokenizer.decode(ids, skip_special_tokens=False)
+    for end in ("<|im_end|>", "<|endoftext|>"):
+        if text.endswith(end):
+            return text[: -len(end)]
+    return text
+
+
+class ScriptedEngine:
+    """A forced policy for tests and replays: returns pre-written assistant turns through the real tokenizer.
+
+    Conversation ``k`` (in order of first appearance) plays ``scripts[k % len(scripts)]``, one string per turn.
+    A turn holding a tool call ends at ``</tool_call>`` as a real stop would; any other turn ends with
+    ``<|im_end|>`` as a model's end of turn. Token limits truncate exactly like generation would.
+    """
+
+    def __init__(self, processor: Any, scripts: Sequence[Sequence[str]]):
+        self.processor, self.tokenizer, self.scripts = processor, processor.tokenizer, scripts
+        self._conversation: dict[int, int] = {}
+        self._turn: dict[int, int] = {}
+
+    def generate(self, prompts: Sequence[PromptState], max_new_tokens: Sequence[int], stop: Sequence[str]) -> list[Generation]:
+        out = []
+        for prompt, limit in zip(prompts, max_new_tokens):
+            key = id(prompt)
+            k = self._conversation.setdefault(key, len(self._conversation))
+            turn = self._turn.get(key, 0)
+            self._turn[key] = turn + 1
+            script = self.scripts[k % len(self.scripts)]
+            text = script[turn] if turn < len(script) else ""
+            hit = min((text.find(s) + len(s) for s in stop if s in text), default=None)
+            ids = self.tokenizer(text[:hit] if hit else text + "<|im_end|>", add_special_tokens=False)["input_ids"]
+            finished = len(ids) <= limit
+            ids = ids[:limit]
+            out.append(Generation(ids, decode_turn(self.tokenizer, ids), finished))
+        return out
