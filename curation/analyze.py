@@ -102,7 +102,8 @@ def artifact_path(cache_dir: Path, source: VideoSource, cfg: CurationConfig, bac
         json.dumps([ARTIFACT_VERSION, source.kind, media_fingerprint(source), cfg.stage_hash("analysis"),
                     list(backends)]).encode()
     ).hexdigest()[:16]
-    return Path(cache_dir) / "analysis" / f"{source.video_id}-{key}.json"
+    # The stage hash in the name lets `videor4 runs status` count a run's finished videos without hashing media.
+    return Path(cache_dir) / "analysis" / f"{source.video_id}-{cfg.stage_hash('analysis')}-{key}.json"
 
 
 def _sample(cfg: CurationConfig, num_frames: int, fps: float) -> list[int]:

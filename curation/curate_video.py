@@ -107,7 +107,7 @@ def _synthesis_path(cache_dir: Path, source: VideoSource, analysis: VideoAnalysi
         cfg.stage_hash("synthesis"), sorted((r.question_id, r.question, r.answers, r.split) for r in records),
         [analysis.num_frames, analysis.fps, analysis.sampled, analysis.kept],
     ], default=list).encode()).hexdigest()[:16]
-    return Path(cache_dir) / "synthesis" / f"{source.video_id}-{key}.json"
+    return Path(cache_dir) / "synthesis" / f"{source.video_id}-{cfg.stage_hash('synthesis')}-{key}.json"
 
 
 def _synthesize(result: VideoResult, source: VideoSource, records: list[QARecord], cfg: CurationConfig,

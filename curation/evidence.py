@@ -100,29 +100,37 @@ def _union(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float,
 
 
 def _neighbours(a: Observation, b: Observation, gap: float) -> bool:
-    """Same line and close horizontally, or stacked lines that overlap horizontally."""
+    """``b`` continues ``a``: next on the same line, or the line below overlapping it horizontally."""
     ah, bh = a.bbox[3] - a.bbox[1], b.bbox[3] - b.bbox[1]
     h = max(ah, bh, 1e-6)
     v_overlap = min(a.bbox[3], b.bbox[3]) - max(a.bbox[1], b.bbox[1])
     h_overlap = min(a.bbox[2], b.bbox[2]) - max(a.bbox[0], b.bbox[0])
-    same_line = v_overlap > 0.5 * min(ah, bh) and b.bbox[0] - a.bbox[2] < gap * h
-    stacked = h_overlap > 0 and 0 <= b.bbox[1] - a.bbox[3] < gap * h
+    same_line = v_overlap > 0.5 * min(ah, bh) and b.bbox[0] > a.bbox[0] and b.bbox[0] - a.bbox[2] < gap * h
+    # OCR boxes of consecutive lines often overlap by a few pixels, hence the negative lower bound.
+    stacked = h_overlap > 0 and -0.5 * h <= b.bbox[1] - a.bbox[3] < gap * h and b.bbox[1] > a.bbox[1]
     return same_line or stacked
 
 
 def _frame_units(obs: Sequence[Observation], cfg: MatchConfig) -> list[_Unit]:
-    """Each OCR box, plus chains of up to ``max_merge`` neighbours in reading order."""
+    """Each OCR box, plus every reading-order chain of up to ``max_merge`` neighbouring boxes."""
     ocr = sorted((o for o in obs if o.kind == "ocr"), key=lambda o: (round(o.bbox[1], 2), o.bbox[0]))
+    nxt = [[j for j in range(len(ocr)) if j != i and _neighbours(ocr[i], ocr[j], cfg.line_gap)]
+           for i in range(len(ocr))]
     units = [_unit(o.text, o.bbox, o.score) for o in ocr]
-    for i, first in enumerate(ocr):
-        chain, box, text, score = [first], first.bbox, first.text, first.score
-        for nxt in ocr[i + 1:]:
-            if len(chain) >= cfg.max_merge:
-                break
-            if _neighbours(chain[-1], nxt, cfg.line_gap):
-                chain.append(nxt)
-                box, text, score = _union(box, nxt.bbox), f"{text} {nxt.text}", min(score, nxt.score)
-                units.append(_unit(text, box, score))
+    stack = [[i] for i in range(len(ocr))]
+    while stack:
+        chain = stack.pop()
+        if len(chain) >= cfg.max_merge:
+            continue
+        for j in nxt[chain[-1]]:
+            if j in chain:
+                continue
+            path = chain + [j]
+            box = ocr[path[0]].bbox
+            for k in path[1:]:
+                box = _union(box, ocr[k].bbox)
+            units.append(_unit(" ".join(ocr[k].text for k in path), box, min(ocr[k].score for k in path)))
+            stack.append(path)
     return units
 
 
@@ -142,13 +150,35 @@ def _answer_score(answer_norm: str, unit: _Unit, cfg: MatchConfig) -> float:
     sim = 1.0 - edit_distance(ans_c, unit.compact) / max(len(ans_c), len(unit.compact))
     if sim >= cfg.min_fuzzy_similarity:
         return 0.9 * sim
-    return 0.0
+    # The answer inside a longer line, with an OCR slip ("cook meat and I eggs"): fuzzy over token windows.
+    best = 0.0
+    for size in range(max(1, n - 1), n + 2):
+        for i in range(len(unit.tokens) - size + 1):
+            window = "".join(unit.tokens[i:i + size])
+            sim = 1.0 - edit_distance(ans_c, window) / max(len(ans_c), len(window))
+            if sim >= cfg.min_fuzzy_similarity:
+                best = max(best, 0.8 * sim * (0.7 + 0.3 * len(ans_c) / len(unit.compact)))
+    return best
 
 
 def answer_match_score(answers: Iterable[str], text: str, cfg: MatchConfig) -> float:
-    """How well ``text`` (e.g. a re-OCR'd crop) shows any of ``answers``: 0 … 1, the matcher's own scale."""
+    """How well ``text`` shows any of ``answers``: 0 … 1, the matcher's own scale."""
     unit = _unit(text, (0.0, 0.0, 1.0, 1.0), 1.0)
     return max((_answer_score(normalize_answer(a), unit, cfg) for a in answers), default=0.0)
+
+
+def best_answer_reading(answers: Sequence[str], boxes: Sequence[Observation], cfg: MatchConfig) -> tuple[float, str]:
+    """The best-matching reading among OCR boxes and their merged neighbours (e.g. a re-OCR'd crop).
+
+    Matching per box/chain rather than on the joined text keeps reading order from breaking a
+    two-line answer.
+    """
+    best = (0.0, " ".join(b.text for b in boxes))
+    for unit in _frame_units(boxes, cfg):
+        score = max((_answer_score(normalize_answer(a), unit, cfg) for a in answers), default=0.0)
+        if score > best[0]:
+            best = (score, unit.text)
+    return best
 
 
 def key_phrases(question: str, cfg: MatchConfig) -> list[str]:

@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import hashlib
 import random
+
+import cv2
+import numpy as np
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from videor4.curation.dataset import QARecord
-from videor4.curation.evidence import MatchConfig, answer_match_score
+from videor4.curation import evidence
+from videor4.curation.evidence import MatchConfig, answer_match_score, best_answer_reading
 from videor4.curation.media import VideoReader
 from videor4.curation.ocr import OCRBackend
 from videor4.curation.ops import ClipCropExecutor, ImageRef, Observation, OpsConfig, ToolCall, format_tool_call
@@ -46,7 +50,6 @@ class TrajectoryConfig(BaseModel):
     prompt: PromptConfig = Field(PromptConfig(), description="the model's view (same as training/eval)")
     ops: OpsConfig = Field(OpsConfig(), description="tool budgets and crop geometry (same as rollouts)")
     readable_px: float = Field(14.0, description="text boxes shorter than this (px, as displayed) need a crop")
-    clip_margin_s: float = Field(0.15, ge=0, description="seconds added around the answer's time span for a clip")
     two_step_area: float = Field(0.01, description="answer boxes under this fraction of the frame get a 2-step crop")
     context_scale: float = Field(4.0, description="first crop of a 2-step crop: this many times the box size")
     verify_min_score: float = Field(0.6, description="re-OCR of the answer crop must match an answer this well")
@@ -226,8 +229,20 @@ class TrajectorySynthesizer:
         call = ToolCall(name, arguments)
         return format_tool_call(call), ex.execute(call)
 
-    def _read(self, image) -> str:
-        return " ".join(b.text for b in self.ocr.read(image)).strip()
+    def _read(self, image: np.ndarray, answers: Sequence[str] = ()) -> tuple[float, str]:
+        """Re-OCR pixels the model is shown: (best answer score, the text that scored it).
+
+        A replicated border is added first because text detectors miss lines that touch the image
+        edge, which tight crops do; the border adds no information.
+        """
+        pad = max(8, round(0.15 * min(image.shape[:2])))
+        padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        h, w = padded.shape[:2]
+        boxes = [evidence.Observation(0, 0.0, "ocr", b.text, b.bbox_norm(w, h), float(b.score), "")
+                 for b in self.ocr.read(padded)]
+        if not answers:
+            return 0.0, " ".join(b.text for b in boxes).strip()
+        return best_answer_reading(answers, boxes, self.match)
 
     def _answer_for(self, record: QARecord, text: str) -> str:
         scored = [(answer_match_score([a], text, self.match), -i, a) for i, a in enumerate(record.answers)]
@@ -239,11 +254,11 @@ class TrajectorySynthesizer:
         """Verify the claimed view by re-OCR, write the final answer turn, build the chat."""
         reocr, verified = "", False
         if not reason:
+            score = 0.0
             if claimed is not None:
-                reocr = self._read(claimed.images[0])
+                score, reocr = self._read(claimed.images[0], record.answers)
             elif claimed_ref is not None:  # clip-only: re-read the evidence region of the claimed frame
-                reocr = self._read(ex.render(claimed_ref))
-            score = answer_match_score(record.answers, reocr, self.match)
+                score, reocr = self._read(ex.render(claimed_ref), record.answers)
             verified = score >= self.cfg.verify_min_score
             if not verified:
                 reason = f"re-OCR of the claimed view does not show the answer (read {reocr[:60]!r})"
@@ -286,17 +301,30 @@ class TrajectorySynthesizer:
         return self._finish(record, sid, "drp", variant, ops, turns, ex, rng, obs if obs.ok else None, None,
                             "" if obs.ok else obs.message)
 
-    def _window(self, rows: Sequence[dict], target: dict) -> tuple[float, float]:
-        """The time span where the target's text is seen, plus a margin."""
+    def _window(self, rows: Sequence[dict], target: dict, reserve: int) -> tuple[float, float]:
+        """A clip window over frames where the target's text is seen, around the target frame.
+
+        The window holds at most as many unseen frames as one clip returns and leaves ``reserve``
+        image slots for the crops that follow, so the executor returns every frame in it (the target
+        included) and the later crops fit the image budget.
+        """
         norm = normalize_answer(target["text"])
-        frames = [r["frame_index"] for r in rows if normalize_answer(r["text"]) == norm] or [target["frame_index"]]
-        s = max(0.0, self.reader.timestamp(min(frames)) - self.cfg.clip_margin_s)
-        e = min(self.duration, self.reader.timestamp(max(frames)) + self.cfg.clip_margin_s + 1 / self.reader.fps)
-        return round(s, 2), round(e, 2)
+        seen = sorted({r["frame_index"] for r in rows if normalize_answer(r["text"]) == norm} | {target["frame_index"]})
+        init = set(self.initial_frames)
+        room = min(self.cfg.ops.clip_frames, self.cfg.ops.max_images - len(init) - reserve)
+        chosen = [target["frame_index"]]
+        others = sorted((f for f in seen if f != target["frame_index"]), key=lambda f: abs(f - target["frame_index"]))
+        for f in others:
+            lo, hi = min(chosen + [f]), max(chosen + [f])
+            if sum(1 for g in range(lo, hi + 1) if g not in init) <= room:
+                chosen.append(f)
+        lo, hi = min(chosen), max(chosen)
+        fps = self.reader.fps
+        return round(max(0.0, (lo - 0.4) / fps), 3), round(min(self.duration, (hi + 0.4) / fps), 3)
 
     def _drp_clip(self, record: QARecord, rows: Sequence[dict], target: dict, variant: int) -> Trajectory:
         sid, rng, ex = self._start(record, "drp", variant)
-        s, e = self._window(rows, target)
+        s, e = self._window(rows, target, reserve=0)
         think = self._intro(record, rng) + " " + rng.choice(_NEED_CLIP).format(s=s, e=e)
         text, obs = self._call(ex, "clip", start=s, end=e)
         turns = [Turn(f"<think>{think}</think>\n{text}", [obs])]
@@ -331,7 +359,7 @@ class TrajectorySynthesizer:
     def _crp(self, record: QARecord, rows: Sequence[dict], variant: int) -> Trajectory:
         sid, rng, ex = self._start(record, "crp", variant)
         target = rows[0]
-        s, e = self._window(rows, target)
+        s, e = self._window(rows, target, reserve=2)
         think = self._intro(record, rng) + " " + rng.choice(_NEED_CLIP).format(s=s, e=e)
         text, obs = self._call(ex, "clip", start=s, end=e)
         turns = [Turn(f"<think>{think}</think>\n{text}", [obs])]
@@ -355,16 +383,16 @@ class TrajectorySynthesizer:
         if other is not None and normalize_answer(other[2]["text"]) == normalize_answer(row["text"]):
             # A third step: the same text in a second frame, as a check (CRP "check another frame").
             n2, ref2, row2 = other
-            first_read = self._read(claimed.images[0])
+            first_read = self._read(claimed.images[0], record.answers)[1]
             if first_read:
                 read = rng.choice(_CROP_READ).format(text=first_read)
                 check = rng.choice(_CHECK_OTHER).format(i=n2, t=ref2.timestamp_s)
                 text, obs2 = self._call(ex, "crop", image=n2, bbox_2d=_box_in(ref2, row2["bbox"]))
-                if obs2.ok and answer_match_score(record.answers, self._read(obs2.images[0]), self.match) \
-                        >= self.cfg.verify_min_score:
+                second = self._read(obs2.images[0], record.answers) if obs2.ok else (0.0, "")
+                if second[0] >= self.cfg.verify_min_score:
                     turns.append(Turn(f"<think>{read} {check}</think>\n{text}", [obs2]))
                     ops.append("crop")
-                    second_read = self._read(obs2.images[0])
+                    second_read = second[1]
                     traj = self._finish(record, sid, "crp", variant, ops, turns, ex, rng, claimed, None)
                     if traj.verified:
                         confirm = rng.choice(_CONFIRMED).format(i=len(ex.context), text=second_read)

@@ -25,8 +25,10 @@ from videor4.curation.curate_video import VideoResult, curate_video
 from videor4.curation.dataset import QARecord, Reject, SplitData, VideoSource, load_split, locate_media, \
     missing_media_rejects
 from videor4.curation.detect import create_detector
+from videor4.curation.errors import UserError
 from videor4.curation.ocr import OCRConfig, create_ocr
 from videor4.curation.outputs import candidates_table, evidence_table, questions_table, rejects_table
+from videor4.curation.run_manifest import finish_run, start_run
 from videor4.curation.shards import content_hash, counts, write_manifest, write_stage
 
 
@@ -100,7 +102,7 @@ def process_video_task(source: VideoSource, records: list[QARecord], cfg: Curati
 
 @flow(name="videor4-curate", flow_run_name="curate-{split}", log_prints=False)
 def curate_flow(data_root: Path, split: str, out: Path, cfg: CurationConfig, limit: int | None = None,
-                progress: bool = True) -> RunSummary:
+                progress: bool = True, runner: str = "local") -> RunSummary:
     """Curate one split into ``<out>``: evidence, per-question status, trajectories, shards, rejects, stats."""
     t0 = time.perf_counter()
     data_root, out = Path(data_root), Path(out)
@@ -119,6 +121,7 @@ def curate_flow(data_root: Path, split: str, out: Path, cfg: CurationConfig, lim
             rejects += rej
         else:
             sources.append(src)
+    run = start_run(out, split=split, data_root=data_root, video_ids=video_ids, cfg=cfg, runner=runner)
     cache_dir = out / "cache"
     futures = [process_video_task.submit(s, by_video[s.video_id], cfg, data_root, cache_dir) for s in sources]
     results: list[VideoResult] = []
@@ -127,7 +130,9 @@ def curate_flow(data_root: Path, split: str, out: Path, cfg: CurationConfig, lim
         for rej in res.rejects[:1]:
             print(rej.message)
         results.append(res)
-    return write_outputs(data, video_ids, results, rejects, cfg, out, t0)
+    summary = write_outputs(data, video_ids, results, rejects, cfg, out, t0)
+    finish_run(out, run, asdict(summary))
+    return summary
 
 
 def write_outputs(data: SplitData, video_ids: list[str], results: list[VideoResult], rejects: list[Reject],
@@ -184,8 +189,37 @@ def write_outputs(data: SplitData, video_ids: list[str], results: list[VideoResu
     return s
 
 
+def make_task_runner(runner: str, workers: int, address: str | None = None):
+    """Local threads by default; Dask or Ray (Prefect's own task runners) when one machine is not enough.
+
+    With ``address`` the flow joins an existing cluster; without, Dask starts a local cluster of
+    ``workers`` single-threaded worker processes (OCR models load once per worker process).
+    """
+    if runner == "local":
+        if address:
+            raise UserError("--address needs --runner dask or --runner ray")
+        return ThreadPoolTaskRunner(max_workers=max(1, workers))
+    if runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if address:
+            return DaskTaskRunner(address=address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": max(1, workers), "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": None})
+    if runner == "ray":
+        try:
+            from prefect_ray import RayTaskRunner
+        except ImportError as exc:
+            raise UserError("--runner ray needs the ray extra: pip install 'video-r4[ray]'") from exc
+        return RayTaskRunner(address=address) if address else RayTaskRunner(
+            init_kwargs={"num_cpus": max(1, workers), "include_dashboard": False})
+    raise UserError(f"unknown runner {runner!r} (local, dask, ray)")
+
+
 def run_curate(data_root: Path, split: str, out: Path, cfg: CurationConfig, *, limit: int | None = None,
-               workers: int = 2, progress: bool = True) -> RunSummary:
-    """Run the flow with ``workers`` videos in flight on a local thread pool."""
-    runner = ThreadPoolTaskRunner(max_workers=max(1, workers))
-    return curate_flow.with_options(task_runner=runner)(data_root, split, out, cfg, limit=limit, progress=progress)
+               workers: int = 2, progress: bool = True, runner: str = "local",
+               address: str | None = None) -> RunSummary:
+    """Run the flow with ``workers`` videos in flight on the chosen task runner."""
+    task_runner = make_task_runner(runner, workers, address)
+    return curate_flow.with_options(task_runner=task_runner)(data_root, split, out, cfg, limit=limit,
+                                                              progress=progress, runner=runner)

@@ -70,3 +70,24 @@ def test_propagation_gives_dropped_frames_their_representatives_text() -> None:
     out = propagate(obs, {0: 0, 1: 0, 2: 0, 3: 3}, {i: i / 10 for i in range(4)})
     assert [o.text for o in out[2]] == ["EXIT"] and out[2][0].frame_index == 2 and out[2][0].timestamp_s == 0.2
     assert out[3] == []
+
+
+def test_stacked_lines_and_three_box_captions_are_merged() -> None:
+    # Real OCR output of the sample's WHO poster and caption: lines overlap vertically by a few pixels.
+    obs = {0: [ocr(0, "World Health", (0.70, 0.80, 0.90, 0.84)), ocr(0, "Organization", (0.71, 0.835, 0.89, 0.87)),
+               ocr(0, "Thoroughly cook meat and eggs", (0.1, 0.5, 0.5, 0.54))],
+           1: [ocr(1, "here's", (0.40, 0.30, 0.50, 0.35)), ocr(1, "how to", (0.39, 0.36, 0.52, 0.41)),
+               ocr(1, "create", (0.40, 0.42, 0.51, 0.47))]}
+    rows, _ = match_question(rec("Which organization published this poster?", ["World Health Organization"]), obs, CFG)
+    assert rows[0]["match"] == "answer" and rows[0]["text"] == "World Health Organization"
+    assert rows[0]["bbox"] == [0.70, 0.80, 0.90, 0.87]
+    rows, _ = match_question(rec("What caption appears?", ["here's how to create"]), obs, CFG)
+    assert rows[0]["text"] == "here's how to create" and rows[0]["frame_index"] == 1
+
+
+def test_fuzzy_window_inside_a_longer_line() -> None:
+    obs = {0: [ocr(0, "Thoroughly cook meat and I eggs", (0.1, 0.5, 0.5, 0.54))]}
+    rows, _ = match_question(rec("What should be cooked thoroughly?", ["meat and eggs"]), obs, CFG)
+    assert [r["match"] for r in rows][:1] == ["answer"] and 0.3 < rows[0]["score"] < 0.9
+    rows, _ = match_question(rec("What should be cooked thoroughly?", ["fish and chips"]), obs, CFG)
+    assert all(r["match"] != "answer" for r in rows)
