@@ -179,3 +179,20 @@ def analyze_video(source: VideoSource, cfg: CurationConfig, *, ocr: OCRBackend |
     if path is not None:
         write_json_atomic(path, result.to_json())
     return result
+
+
+def video_ocr_json(analysis: VideoAnalysis) -> dict[str, list[dict]]:
+    """The analysis's OCR in the official ``video_ocr/<id>.json`` format, one key per frame (1-based).
+
+    Dropped near-duplicates carry their representative's text and unsampled frames are empty, so a
+    later run with ``--ocr precomputed`` reuses this OCR with the same frame indices and runs no model.
+    """
+    by_frame = {i: [] for i in range(analysis.num_frames)}
+    kept = analysis.by_frame()
+    for frame, rep in analysis.representative.items():
+        for o in kept.get(rep, []):
+            if o.kind == "ocr":
+                x1, y1, x2, y2 = (v * s for v, s in zip(o.bbox, (analysis.width, analysis.height) * 2))
+                by_frame[frame].append({"points": [round(v, 1) for v in (x1, y1, x2, y1, x2, y2, x1, y2)],
+                                        "ocr": o.text})
+    return {str(i + 1): boxes for i, boxes in by_frame.items()}

@@ -230,19 +230,7 @@ class TrajectorySynthesizer:
         return format_tool_call(call), ex.execute(call)
 
     def _read(self, image: np.ndarray, answers: Sequence[str] = ()) -> tuple[float, str]:
-        """Re-OCR pixels the model is shown: (best answer score, the text that scored it).
-
-        A replicated border is added first because text detectors miss lines that touch the image
-        edge, which tight crops do; the border adds no information.
-        """
-        pad = max(8, round(0.15 * min(image.shape[:2])))
-        padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        h, w = padded.shape[:2]
-        boxes = [evidence.Observation(0, 0.0, "ocr", b.text, b.bbox_norm(w, h), float(b.score), "")
-                 for b in self.ocr.read(padded)]
-        if not answers:
-            return 0.0, " ".join(b.text for b in boxes).strip()
-        return best_answer_reading(answers, boxes, self.match)
+        return read_view(self.ocr, image, answers, self.match)
 
     def _answer_for(self, record: QARecord, text: str) -> str:
         scored = [(answer_match_score([a], text, self.match), -i, a) for i, a in enumerate(record.answers)]
@@ -412,6 +400,23 @@ class TrajectorySynthesizer:
                                      config=self.cfg.prompt, ops=self.cfg.ops, duration_s=self.duration)
         refs = list(traj.initial) + [r for t in traj.turns for o in t.observations for r in o.refs]
         return chat_to_shard_messages(messages, refs)
+
+
+def read_view(ocr: OCRBackend, image: np.ndarray, answers: Sequence[str], match: MatchConfig) -> tuple[float, str]:
+    """Re-OCR pixels a model is shown: (best answer score, the reading that scored it).
+
+    A replicated border is added first because text detectors miss lines that touch the image
+    edge, which tight crops do; the border adds no information. With no ``answers`` the score is 0
+    and the text is everything read.
+    """
+    pad = max(8, round(0.15 * min(image.shape[:2])))
+    padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    h, w = padded.shape[:2]
+    boxes = [evidence.Observation(0, 0.0, "ocr", b.text, b.bbox_norm(w, h), float(b.score), "")
+             for b in ocr.read(padded)]
+    if not answers:
+        return 0.0, " ".join(b.text for b in boxes).strip()
+    return best_answer_reading(answers, boxes, match)
 
 
 def to_media_ref(ref: ImageRef, jpeg: bytes | None = None) -> MediaRef:

@@ -25,6 +25,8 @@ def add_curation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embed-media", action="store_true", default=None,
                    help="store JPEG bytes of every trajectory image in the shards (portable, larger)")
     p.add_argument("--workers", type=int, default=2, help="videos processed concurrently (default 2)")
+    p.add_argument("--export-ocr", action="store_true",
+                   help="also write OUT/video_ocr/<id>.json (official format) so later runs can use --ocr precomputed")
     p.add_argument("--runner", choices=["local", "dask", "ray"], default="local",
                    help="task runner: local threads (default), a Dask cluster, or Ray (see docs/scaling.md)")
     p.add_argument("--address", help="address of an existing Dask scheduler (tcp://host:8786) or Ray cluster")
@@ -51,7 +53,8 @@ def run_from_args(args: argparse.Namespace, data_root: Path, split: str, out: Pa
         raise UserError("--limit must be a positive number of videos")
     cfg = config_from_args(args)
     summary = run_curate(data_root, split, out, cfg, limit=args.limit, workers=args.workers,
-                         progress=not args.no_progress, runner=args.runner, address=args.address)
+                         progress=not args.no_progress, runner=args.runner, address=args.address,
+                         export_ocr=args.export_ocr)
     print("\n".join(summary.lines()))
     print(f"outputs in {out}/: evidence.parquet, questions.parquet, trajectories.parquet, rejects.parquet, "
           f"stats.json, shards/ (look at a sample: videor4 shards inspect {out}/shards --html sample.html)")

@@ -19,6 +19,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
 from videor4 import __version__
+from videor4.curation.analyze import video_ocr_json
 from videor4.curation.atomic import write_json_atomic, write_table_atomic
 from videor4.curation.config import CurationConfig
 from videor4.curation.curate_video import VideoResult, curate_video
@@ -102,7 +103,7 @@ def process_video_task(source: VideoSource, records: list[QARecord], cfg: Curati
 
 @flow(name="videor4-curate", flow_run_name="curate-{split}", log_prints=False)
 def curate_flow(data_root: Path, split: str, out: Path, cfg: CurationConfig, limit: int | None = None,
-                progress: bool = True, runner: str = "local") -> RunSummary:
+                progress: bool = True, runner: str = "local", export_ocr: bool = False) -> RunSummary:
     """Curate one split into ``<out>``: evidence, per-question status, trajectories, shards, rejects, stats."""
     t0 = time.perf_counter()
     data_root, out = Path(data_root), Path(out)
@@ -130,13 +131,13 @@ def curate_flow(data_root: Path, split: str, out: Path, cfg: CurationConfig, lim
         for rej in res.rejects[:1]:
             print(rej.message)
         results.append(res)
-    summary = write_outputs(data, video_ids, results, rejects, cfg, out, t0)
+    summary = write_outputs(data, video_ids, results, rejects, cfg, out, t0, export_ocr)
     finish_run(out, run, asdict(summary))
     return summary
 
 
 def write_outputs(data: SplitData, video_ids: list[str], results: list[VideoResult], rejects: list[Reject],
-                  cfg: CurationConfig, out: Path, t0: float) -> RunSummary:
+                  cfg: CurationConfig, out: Path, t0: float, export_ocr: bool = False) -> RunSummary:
     """Merge per-video results in video-id order (deterministic whatever order workers finished in)."""
     results = sorted(results, key=lambda r: r.video_id)
     rows = [row for r in results for row in r.rows]
@@ -184,6 +185,10 @@ def write_outputs(data: SplitData, video_ids: list[str], results: list[VideoResu
     s.shard_counts = counts(shards)
     s.shards_hash = content_hash(shards)
     s.seconds = round(time.perf_counter() - t0, 2)
+    if export_ocr:
+        for r in results:
+            if r.analysis is not None:
+                write_json_atomic(out / "video_ocr" / f"{r.video_id}.json", video_ocr_json(r.analysis))
     write_json_atomic(out / "stats.json", asdict(s), indent=2)
     write_json_atomic(out / "config.json", cfg.model_dump(mode="json"), indent=2)
     return s
@@ -218,8 +223,9 @@ def make_task_runner(runner: str, workers: int, address: str | None = None):
 
 def run_curate(data_root: Path, split: str, out: Path, cfg: CurationConfig, *, limit: int | None = None,
                workers: int = 2, progress: bool = True, runner: str = "local",
-               address: str | None = None) -> RunSummary:
+               address: str | None = None, export_ocr: bool = False) -> RunSummary:
     """Run the flow with ``workers`` videos in flight on the chosen task runner."""
     task_runner = make_task_runner(runner, workers, address)
     return curate_flow.with_options(task_runner=task_runner)(data_root, split, out, cfg, limit=limit,
-                                                              progress=progress, runner=runner)
+                                                              progress=progress, runner=runner,
+                                                              export_ocr=export_ocr)

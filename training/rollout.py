@@ -298,6 +298,8 @@ class HFEngineConfig(BaseModel):
     do_sample: bool = Field(False, description="sample (True) or greedy decode (False)")
     temperature: float = Field(1.0, gt=0, description="sampling temperature")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
+    top_k: int = Field(0, ge=0, description="top-k when sampling; 0 = the full softmax, which GRPO needs: its "
+                       "log-probs are those of the untruncated distribution (transformers' default is 50)")
     batch_size: int = Field(8, ge=1, description="conversations per generate call")
     device: str = Field("auto", description="'auto' (cuda if available, else cpu), 'cpu', 'cuda:0', ...")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="model weights dtype")
@@ -349,7 +351,8 @@ class HFEngine:
             batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
         kwargs: dict[str, Any] = {"stop_strings": stop_strings, "tokenizer": tok} if stop_strings else {}
         if self.config.do_sample:
-            kwargs.update(do_sample=True, temperature=self.config.temperature, top_p=self.config.top_p)
+            kwargs.update(do_sample=True, temperature=self.config.temperature, top_p=self.config.top_p,
+                          top_k=self.config.top_k)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         with torch.inference_mode():

@@ -48,7 +48,7 @@ class VLLMEngine:
         self.image_token_id = self.tokenizer.convert_tokens_to_ids("<|image_pad|>")
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, config: VLLMEngineConfig | None = None) -> VLLMEngine:
+    def from_pretrained(cls, model_dir: str | Path, config: VLLMEngineConfig | None = None):
         try:
             import vllm
         except ImportError:
@@ -113,3 +113,36 @@ class VLLMEngine:
 def collapse_image_pads(ids: Sequence[int], image_token_id: int) -> list[int]:
     """One ``<|image_pad|>`` per image (vLLM expands each itself from the image it is given)."""
     return [t for i, t in enumerate(ids) if t != image_token_id or i == 0 or ids[i - 1] != image_token_id]
+
+
+class TrainingVLLMEngine(VLLMEngine):
+    """vLLM colocated with the trainer (TRL's "colocate" mode): same GPU, weights pushed after each step.
+
+    The engine starts from the checkpoint the policy was loaded from and, before every rollout batch,
+    receives the policy's current weights through vLLM's model ``load_weights`` (the path TRL uses).
+    vLLM keeps that model object at different places across versions; both known ones are tried and an
+    unknown layout is a clear error rather than silently stale rollouts. Not run on this project's CI.
+    """
+
+    def update_weights(self, model: Any) -> None:
+        engine = getattr(self.llm, "llm_engine", None)
+        executor = getattr(engine, "model_executor", None)
+        worker = getattr(executor, "driver_worker", None)
+        runner = getattr(getattr(worker, "worker", worker), "model_runner", None)
+        target = getattr(runner, "model", None)
+        if target is None or not hasattr(target, "load_weights"):
+            raise UserError("this vLLM version does not expose the colocated model for weight updates; "
+                            "use engine: hf, or a vLLM version TRL's colocate mode supports")
+        target.load_weights((name, param.detach()) for name, param in model.state_dict().items())
+        if hasattr(self.llm, "reset_prefix_cache"):
+            self.llm.reset_prefix_cache()  # cached prefixes were computed with the old weights
+
+
+def build_training_engine(model: Any, processor: Any, grpo: Any) -> TrainingVLLMEngine:
+    """The GRPO trainer's vLLM engine: sampling from the full softmax at the trainer's temperature."""
+    path = getattr(model, "name_or_path", "") or getattr(getattr(model, "config", None), "_name_or_path", "")
+    config = VLLMEngineConfig(temperature=grpo.temperature, top_p=grpo.top_p,
+                              gpu_memory_utilization=grpo.vllm_gpu_memory_utilization)
+    engine = TrainingVLLMEngine.from_pretrained(path, config)
+    engine.processor = processor
+    return engine

@@ -14,12 +14,12 @@ import pytest
 
 from videor4.curation.config import load_config
 from videor4.curation.dataset import load_split
-from videor4.curation.evidence import answer_match_score
 from videor4.curation.media import open_video
 from videor4.curation.ocr import OCRConfig, create_ocr
 from videor4.curation.outputs import EVIDENCE_SCHEMA
 from videor4.curation.sample import SAMPLE_SPLIT, sample_root
 from videor4.curation.shards import content_hash
+from videor4.curation.trajectories import read_view
 from videor4.pipelines.cli import main
 from videor4.pipelines.curate_flow import run_curate
 
@@ -57,18 +57,19 @@ def test_sign_text_found_in_the_right_frames_with_a_box_around_it(sample_run: Sa
     assert len(found) >= 0.8 * len(text_qs), f"answer evidence for only {len(found)}/{len(text_qs)} Text questions"
     ocr = create_ocr(OCRConfig())
     for q in found:
-        best = ev[ev.question_id == q].iloc[0]  # rows are sorted best first
-        assert best.frame_index in truth[q] or any(abs(best.frame_index - f) <= 4 for f in truth[q]), q
-    # The best box of a sign question, cut out of the frame and re-read, shows the answer.
-    q = 900005  # "HOTEL" on the black sign
-    best = ev[ev.question_id == q].iloc[0]
-    with open_video(sample_root() / "videos" / "90002.mp4") as reader:
-        frame = dict(reader.read([int(best.frame_index)]))[int(best.frame_index)]
-    h, w = frame.shape[:2]
-    x1, y1, x2, y2 = best.bbox
-    crop = frame[int(y1 * h):int(y2 * h) + 1, int(x1 * w):int(x2 * w) + 1]
-    text = " ".join(b.text for b in ocr.read(crop))
-    assert answer_match_score(data[q].answers, text, sample_run.cfg.matching) >= 0.8, text
+        rows = ev[ev.question_id == q]
+        # Seen where a person sees it (the sidecar lists representative frames; every 4th frame is analysed).
+        assert any(min(abs(f - t) for t in truth[q]) <= 2 for f in rows.frame_index), (q, sorted(rows.frame_index))
+        # The best box, cut out of its frame and re-read, shows the answer.
+        best = rows.iloc[0]  # rows are sorted best first
+        vid = data[q].video_id
+        with open_video(sample_root() / "videos" / f"{vid}.mp4") as reader:
+            frame = dict(reader.read([int(best.frame_index)]))[int(best.frame_index)]
+        h, w = frame.shape[:2]
+        x1, y1, x2, y2 = best.bbox
+        crop = frame[int(y1 * h):int(y2 * h) + 1, int(x1 * w):int(x2 * w) + 1]
+        score, text = read_view(ocr, crop, data[q].answers, sample_run.cfg.matching)
+        assert score >= 0.6, (q, text)
 
 
 def test_run_summary_and_stats(sample_run: SampleRun) -> None:
@@ -132,3 +133,27 @@ def test_cli_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFi
     proc = subprocess.run([sys.executable, "-m", "videor4.pipelines.cli", "curate", "--help"], capture_output=True,
                           text=True, check=True)
     assert "--data-root" in proc.stdout and "evidence.parquet" in proc.stdout
+
+
+def test_exported_ocr_is_reused_by_the_precomputed_backend(sample_run: SampleRun, tmp_path: Path) -> None:
+    """`--export-ocr` writes official video_ocr/<id>.json; `--ocr precomputed` then runs no OCR model."""
+    first = tmp_path / "first"
+    shutil.copytree(sample_run.out / "cache", first / "cache")
+    s = run_curate(sample_root(), SAMPLE_SPLIT, first, sample_run.cfg, limit=2, workers=2, progress=False,
+                   export_ocr=True)
+    assert s.ocr_calls == 0  # everything from the copied cache
+    root = tmp_path / "data"
+    shutil.copytree(sample_root() / "Annotations", root / "Annotations")
+    shutil.copytree(sample_root() / "videos", root / "videos")
+    shutil.copytree(first / "video_ocr", root / "video_ocr")
+    doc = json.loads((root / "video_ocr" / "90001.json").read_text())
+    assert list(doc)[:3] == ["1", "2", "3"] and all(set(b) == {"points", "ocr"} for v in doc.values() for b in v)
+    cfg = load_config(None, {**SAMPLE_TEST_OVERRIDES, "ocr.backend": "precomputed"})
+    again = run_curate(root, SAMPLE_SPLIT, tmp_path / "out", cfg, limit=2, workers=2, progress=False)
+    assert again.ocr_calls == 0 and again.videos_cached == 0 and again.videos_ok == 2
+    ev = pd.read_parquet(tmp_path / "out" / "evidence.parquet")
+    assert set(ev.backend[ev.kind == "ocr"]) == {"precomputed video_ocr"}
+    before = pd.read_parquet(first / "evidence.parquet")
+    key = ["question_id", "frame_index", "text"]
+    assert set(map(tuple, ev[ev.match == "answer"][key].values)) == \
+        set(map(tuple, before[before.match == "answer"][key].values))

@@ -1,0 +1,218 @@
+"""The four-stage curriculum (DRP-SFT → RLd → CRP-SFT → RLc) described by one recipe YAML.
+
+A recipe lists stages; each stage selects shard rows (stage names + limit), names its trainer (``sft`` or
+``grpo``) and that trainer's config. Stage ``k`` starts from stage ``k−1``'s exported ``final/`` directory (the
+first from the recipe's model), and for GRPO stages the frozen KL reference is that same starting point — the
+policy at the start of the stage. Output layout::
+
+    <output>/recipe.yaml                 the resolved recipe (a resumed run must match it)
+    <output>/base-model/                 only when the recipe builds the tiny model
+    <output>/01-drp-sft/{checkpoints,final,tb}/  metrics.jsonl  stage_done.json
+    <output>/02-rld/ …
+
+``--resume`` skips stages with a ``stage_done.json`` and continues an unfinished stage from its latest
+checkpoint; without it an output directory that already holds stages is an error (never silently overwritten).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from videor4.curation.atomic import write_json_atomic, write_text_atomic
+from videor4.curation.errors import UserError
+from videor4.curation.ops import OpsConfig
+from videor4.curation.shard_schema import COT_STAGES, RL_STAGES, CoTRow, RLRow
+from videor4.training.grpo_config import GRPOConfig
+from videor4.training.prompts import PromptConfig
+from videor4.training.sft_config import SFTConfig
+
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+DONE = "stage_done.json"
+
+
+class DataSelection(BaseModel):
+    """Which shard rows a stage trains on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stages: list[Literal["drp", "crp", "rld", "rlc"]] = Field(description="shard stages to read, e.g. [drp]")
+    limit: int | None = Field(None, ge=1, description="use at most this many rows (in shard order)")
+    shards_dir: str | None = Field(None, description="overrides the recipe's shards_dir for this stage")
+
+
+class SFTStage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="stage name (directory <NN>-<name>)")
+    kind: Literal["sft"] = "sft"
+    data: DataSelection
+    sft: SFTConfig = Field(default_factory=SFTConfig, description="trainer config")
+
+
+class GRPOStage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="stage name (directory <NN>-<name>)")
+    kind: Literal["grpo"] = "grpo"
+    data: DataSelection
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig, description="trainer config")
+
+
+Stage = Annotated[SFTStage | GRPOStage, Field(discriminator="kind")]
+
+
+class Recipe(BaseModel):
+    """A whole curriculum: model, data, the shared view of the data (prompt + ops) and the stages in order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="recipe name (logged)")
+    model: str | None = Field(None, description="local directory of the starting checkpoint (never downloaded)")
+    build_tiny_model: bool = Field(False, description="start from the tiny random Qwen2.5-VL (CPU smoke runs)")
+    shards_dir: str | None = Field(None, description="shards directory (cot/, rl/, manifest.json)")
+    data_root: str | None = Field(None, description="dataset root the shards' video paths are relative to")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto", description="'auto' = bf16 on capable CUDA devices, fp32 on CPU"
+    )
+    prompt: PromptConfig = Field(default_factory=PromptConfig, description="the model's view; must equal synthesis'")
+    ops: OpsConfig = Field(default_factory=OpsConfig, description="clip/crop budgets; must equal synthesis'")
+    stages: list[Stage] = Field(min_length=1, description="stages in order; each starts from the previous one")
+
+
+def resolve_recipe_path(recipe: str | Path) -> Path:
+    """A YAML path, or the name of a bundled recipe (``tiny-cpu``, ``qwen2.5-vl-7b``, …)."""
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    bundled = RECIPES_DIR / f"{recipe}.yaml"
+    if bundled.is_file():
+        return bundled
+    names = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
+    raise UserError(f"recipe not found: {recipe} (a YAML file, or one of the bundled recipes: {names})")
+
+
+def load_recipe(recipe: str | Path, **overrides: Any) -> Recipe:
+    """Parse and validate a recipe; non-None ``overrides`` replace top-level fields (the CLI flags)."""
+    path = resolve_recipe_path(recipe)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a recipe is a mapping with name, model, stages, …")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise UserError(f"{path}: {where}: {err['msg']}") from None
+
+
+def stage_dirs(recipe: Recipe, output_dir: Path) -> list[Path]:
+    return [output_dir / f"{k:02d}-{stage.name}" for k, stage in enumerate(recipe.stages, start=1)]
+
+
+def _check_output(recipe: Recipe, output_dir: Path, resume: bool) -> None:
+    resolved = yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+    saved = output_dir / "recipe.yaml"
+    started = any(d.exists() for d in stage_dirs(recipe, output_dir))
+    if started and not resume:
+        raise UserError(f"{output_dir} already holds a run; pass --resume to continue it or choose another --output")
+    if resume and saved.is_file() and saved.read_text(encoding="utf-8") != resolved:
+        raise UserError(f"{saved}: the recipe changed since this run started; resume with the same recipe")
+    write_text_atomic(saved, resolved)
+
+
+def _base_model(recipe: Recipe, output_dir: Path) -> Path:
+    if recipe.model:
+        return Path(recipe.model)
+    if not recipe.build_tiny_model:
+        raise UserError("the recipe names no model; set `model:` in the YAML or pass --model DIR")
+    base = output_dir / "base-model"
+    if not (base / "config.json").is_file():
+        from videor4.training.tiny_model import build_tiny_model
+
+        build_tiny_model(base, seed=0)
+    return base
+
+
+def _data_root(recipe: Recipe) -> Path | None:
+    if recipe.data_root:
+        return Path(recipe.data_root)
+    try:
+        from videor4.curation.sample import sample_root
+    except ImportError:
+        return None
+    return Path(sample_root())
+
+
+def run_stage(recipe: Recipe, stage: SFTStage | GRPOStage, init_dir: Path, stage_dir: Path, accelerator: Any,
+              stop_after: int | None = None) -> Path | None:
+    """Train one stage from ``init_dir``; returns its ``final/`` dir (None when stopped early by ``stop_after``)."""
+    from videor4.training.grpo_trainer import GRPOTrainer
+    from videor4.training.sft_trainer import SFTTrainer, load_policy, load_rows
+
+    shards = stage.data.shards_dir or recipe.shards_dir
+    if shards is None:
+        raise UserError(f"stage {stage.name}: no shards directory; set shards_dir in the recipe or pass --shards DIR")
+    allowed = COT_STAGES if stage.kind == "sft" else RL_STAGES
+    wrong = [s for s in stage.data.stages if s not in allowed]
+    if wrong:
+        raise UserError(f"stage {stage.name}: a {stage.kind} stage reads {'/'.join(allowed)} shards, not {wrong}")
+    rows = load_rows(shards, stage.data.stages, stage.data.limit)
+    data_root = _data_root(recipe)
+    model, processor = load_policy(init_dir)
+    common = dict(prompt=recipe.prompt, ops=recipe.ops, accelerator=accelerator, name=stage.name)
+    if isinstance(stage, SFTStage):
+        assert all(isinstance(r, CoTRow) for r in rows)
+        trainer: Any = SFTTrainer(model, processor, rows, stage.sft, stage_dir, data_root=data_root, **common)
+    else:
+        assert all(isinstance(r, RLRow) for r in rows)
+        if data_root is None:
+            raise UserError(f"stage {stage.name}: rollouts decode the videos; give the data root (--data-root)")
+        ref = load_policy(init_dir)[0] if stage.grpo.beta else None
+        trainer = GRPOTrainer(model, processor, rows, stage.grpo, stage_dir, data_root=data_root, ref_model=ref,
+                              **common)
+    started = time.time()
+    final = trainer.train(stop_after=stop_after)
+    if final is not None and accelerator.is_main_process:
+        write_json_atomic(stage_dir / DONE, {
+            "stage": stage.name, "kind": stage.kind, "init": str(init_dir), "final": str(final),
+            "steps": trainer.total_steps, "rows": len(rows), "seconds_this_run": round(time.time() - started, 2),
+        }, indent=2)
+    accelerator.wait_for_everyone()
+    del trainer, model
+    gc.collect()
+    return final
+
+
+def run_curriculum(recipe: Recipe, output_dir: str | Path, resume: bool = False) -> list[Path]:
+    """Run (or resume) every stage in order; returns the ``final/`` directory of each stage."""
+    from videor4.training.sft_trainer import make_accelerator
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    _check_output(recipe, output_dir, resume)
+    accelerator = make_accelerator(recipe.mixed_precision)
+    current = _base_model(recipe, output_dir)
+    finals: list[Path] = []
+    for stage, stage_dir in zip(recipe.stages, stage_dirs(recipe, output_dir)):
+        marker = stage_dir / DONE
+        if marker.is_file():
+            current = Path(json.loads(marker.read_text(encoding="utf-8"))["final"])
+            print(f"[videor4 train] {stage.name}: done, skipping (final: {current})")
+        else:
+            print(f"[videor4 train] {stage.name}: {stage.kind} from {current}")
+            final = run_stage(recipe, stage, current, stage_dir, accelerator)
+            assert final is not None
+            current = final
+        finals.append(current)
+    return finals

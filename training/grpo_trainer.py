@@ -1,0 +1,336 @@
+"""GRPO on RL shards (RLd, RLc) with tool-using multi-turn rollouts and the Video-R4 rewards.
+
+Why not TRL: its GRPO drops rollout images with a custom rollout function and cannot return video clips from
+tools (DESIGN §9), so this is a compact loop on transformers + accelerate with the same maths:
+
+1. For each prompt, G rollouts through the rollout engine (``run_rollouts``: the policy writes ``<think>``,
+   calls ``clip``/``crop``, the shared executor returns pixels, until ``<answer>`` or a budget).
+2. Rewards from the registry (``videor4.training.rewards``), ``A_i = (R_i − mean_g)/(std_g + ε)`` per group
+   (unbiased std, as TRL); groups whose rewards are all equal carry no signal and are dropped (configurable).
+3. The PPO-clipped token objective ``−min(ρ_t A, clip(ρ_t, 1−ε, 1+ε_high) A) + β·KL_t`` with
+   ``ρ_t = π_θ/π_old`` and the k3 estimator ``KL_t = e^{ref−logp} − (ref−logp) − 1`` to a frozen reference
+   (the policy at the start of the stage). Only tokens the policy generated count: prompt, the ``<|im_end|>`` the
+   loop appends after ``</tool_call>`` and observation turns are masked out by ``Rollout.loss_mask``.
+
+With ``num_iterations = 1`` (default) the old policy is the current one, ``ρ = 1`` and the clip is inactive (as in
+TRL); ``num_iterations = μ > 1`` reuses each rollout batch for μ optimizer steps, where clipping matters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from videor4.curation.errors import UserError
+from videor4.curation.media import MediaConfig, open_video
+from videor4.curation.ops import ClipCropExecutor, OpsConfig
+from videor4.curation.shard_schema import RLRow
+from videor4.training.features import FeatureEncoder, VisionTowerEncoder
+from videor4.training.grpo_config import GRPOConfig
+from videor4.training.prompts import PromptConfig, display_size
+from videor4.training.rewards import accuracy_reward, compute_rewards, required_features
+from videor4.training.rollout import (
+    HFEngine,
+    HFEngineConfig,
+    Rollout,
+    RolloutConfig,
+    RolloutEngine,
+    RolloutSample,
+    run_rollouts,
+)
+from videor4.training.sft_trainer import StageTrainer, batch_inputs, make_accelerator, to_device, token_logprobs
+
+
+# --- the maths (pure functions, tested against direct formulas) ---------------------------------------------
+def group_advantages(rewards: Any, group_size: int, epsilon: float = 1e-4, scale: bool = True) -> Any:
+    """``(R − mean_g) / (std_g + ε)`` over consecutive groups of ``group_size`` (unbiased std, as TRL)."""
+    import torch
+
+    grouped = torch.as_tensor(rewards, dtype=torch.float64).view(-1, group_size)
+    centred = grouped - grouped.mean(dim=1, keepdim=True)
+    if scale:
+        centred = centred / (grouped.std(dim=1, keepdim=True) + epsilon)
+    return centred.view(-1)
+
+
+def zero_signal_groups(rewards: Any, group_size: int, tolerance: float = 1e-9) -> Any:
+    """Bool per group: all its rewards equal (advantage 0 everywhere, so no gradient from the policy term)."""
+    import torch
+
+    grouped = torch.as_tensor(rewards, dtype=torch.float64).view(-1, group_size)
+    return (grouped.max(dim=1).values - grouped.min(dim=1).values) <= tolerance
+
+
+def clipped_objective(
+    logp: Any,
+    old_logp: Any,
+    advantages: Any,
+    mask: Any,
+    *,
+    epsilon: float,
+    epsilon_high: float | None = None,
+    beta: float = 0.0,
+    ref_logp: Any = None,
+    loss_type: str = "token",
+    normalizer: float | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """GRPO loss of a (micro-)batch: tensors are (B, T) except ``advantages`` (B,).
+
+    ``normalizer`` is the whole batch's denominator when gradients accumulate over micro-batches: its number
+    of completion tokens (``token``) or rollouts (``sequence``); None = this batch's own. Returns the loss and
+    sums for logging (``kl_sum``, ``clipped_tokens``, ``tokens``).
+    """
+    import torch
+
+    eps_high = epsilon if epsilon_high is None else epsilon_high
+    ratio = torch.exp(logp - old_logp)
+    adv = advantages.unsqueeze(1).to(logp.dtype)
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1 - epsilon, 1 + eps_high) * adv
+    per_token = -torch.min(unclipped, clipped)
+    kl = None
+    if beta:
+        delta = ref_logp - logp
+        kl = torch.exp(delta) - delta - 1
+        per_token = per_token + beta * kl
+    mask = mask.to(per_token.dtype)
+    if loss_type == "token":
+        loss = (per_token * mask).sum() / (normalizer if normalizer is not None else mask.sum().clamp(min=1))
+    elif loss_type == "sequence":
+        per_seq = (per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+        loss = per_seq.sum() / (normalizer if normalizer is not None else per_seq.numel())
+    else:
+        raise ValueError(f"unknown loss_type {loss_type!r}")
+    is_clipped = ((ratio < 1 - epsilon) & (adv < 0)) | ((ratio > 1 + eps_high) & (adv > 0))
+    stats = {
+        "tokens": mask.sum().detach(),
+        "clipped_tokens": (is_clipped.to(mask.dtype) * mask).sum().detach(),
+        "kl_sum": (kl * mask).sum().detach() if kl is not None else torch.zeros(()),
+    }
+    return loss, stats
+
+
+# --- rollout batch ------------------------------------------------------------------------------------------
+class RolloutBatch:
+    """One optimizer batch: the rollouts, their rewards/advantages and the fixed log-probs (old, reference)."""
+
+    def __init__(self, rollouts: list[Rollout], rewards: list[float], components: dict[str, list[float]],
+                 advantages: list[float], keep: list[bool], metrics: dict[str, float]):
+        self.rollouts, self.rewards, self.components = rollouts, rewards, components
+        self.advantages, self.keep, self.metrics = advantages, keep, metrics
+        self.old_logp: dict[int, Any] = {}
+        self.ref_logp: dict[int, Any] = {}
+
+
+def reward_columns(rollouts: Sequence[Rollout], answers: Sequence[Sequence[str]], group_ids: Sequence[int],
+                   encoder: FeatureEncoder | None, needs: set[str]) -> dict[str, Any]:
+    """The per-rollout columns rewards read; image features only for the columns an enabled reward needs."""
+    columns: dict[str, Any] = {
+        "answers": list(answers), "group_ids": list(group_ids),
+        "num_calls": [len(r.calls) for r in rollouts], "stop_reasons": [r.stop_reason for r in rollouts],
+        "final_answers": [r.answer for r in rollouts],
+        "completion_ids": [[t for t, m in zip(r.input_ids, r.loss_mask) if m] for r in rollouts],
+    }
+    if not needs:
+        return columns
+    if encoder is None:
+        raise ValueError(f"rewards need {sorted(needs)} but no feature encoder was given")
+    if "crop_features" in needs:
+        columns["crop_features"] = [encoder.encode([im for o in r.observations if o.ok and o.tool == "crop"
+                                                    for im in o.images]) for r in rollouts]
+    if "clip_features" in needs:
+        clips = [[o for o in r.observations if o.ok and o.tool == "clip"] for r in rollouts]
+        columns["clip_features"] = [encoder.encode(c[-1].images if c else []) for c in clips]
+    if "frame_features" in needs:
+        by_group: dict[int, Any] = {}  # the initial frames are the same for every rollout of a group
+        for r, g in zip(rollouts, group_ids):
+            if g not in by_group:
+                shown = len(r.images) - sum(len(o.images) for o in r.observations)
+                by_group[g] = encoder.encode(r.images[:shown])
+        columns["frame_features"] = [by_group[g] for g in group_ids]
+    return columns
+
+
+def rollout_metrics(rollouts: Sequence[Rollout], rewards: Sequence[float], components: dict[str, list[float]],
+                    answers: Sequence[Sequence[str]], zero_groups: int, groups: int) -> dict[str, float]:
+    n = len(rollouts)
+    calls = [len(r.calls) for r in rollouts]
+    metrics = {
+        "reward": float(np.mean(rewards)), "reward_std": float(np.std(rewards)),
+        "tool_call_rate": sum(c > 0 for c in calls) / n, "calls_per_rollout": float(np.mean(calls)),
+        "accuracy": float(np.mean(accuracy_reward([[r.final_text] for r in rollouts], answers))),
+        "completion_tokens": float(np.mean([r.generated_tokens for r in rollouts])),
+        "zero_advantage_group_fraction": zero_groups / max(groups, 1),
+    }
+    metrics.update({f"reward/{name}": float(np.mean(v)) for name, v in components.items()})
+    for reason in ("answer", "eos", "max_calls", "max_images", "max_tokens"):
+        metrics[f"stop/{reason}"] = sum(r.stop_reason == reason for r in rollouts) / n
+    return metrics
+
+
+class GRPOTrainer(StageTrainer):
+    """GRPO over RL rows: prompts are drawn in a seeded order, G rollouts each, one batch per μ steps."""
+
+    def __init__(self, model: Any, processor: Any, rows: Sequence[RLRow], config: GRPOConfig,
+                 output_dir: str | Path, *, data_root: str | Path, prompt: PromptConfig, ops: OpsConfig,
+                 ref_model: Any = None, accelerator: Any = None, name: str = "grpo",
+                 engine_factory: Callable[[Any, Any], RolloutEngine] | None = None,
+                 feature_encoder: FeatureEncoder | None = None, media: MediaConfig | None = None):
+        self.rows = list(rows)
+        if not self.rows:
+            raise UserError(f"stage {name}: no RL rows to train on")
+        if config.beta and ref_model is None:
+            raise ValueError("beta > 0 needs a reference model (the policy at the start of the stage)")
+        self.grpo = config
+        self.data_root = Path(data_root)
+        self.media = media or MediaConfig()
+        self.rollout_config = RolloutConfig(max_new_tokens=config.max_new_tokens, max_turn_tokens=config.max_turn_tokens,
+                                            max_context_tokens=config.max_context_tokens, ops=ops, prompt=prompt)
+        self.accelerator = accelerator or make_accelerator()
+        super().__init__(model, processor, config, output_dir, self.accelerator, name)
+        self.ref_model = None
+        if config.beta:
+            self.ref_model = ref_model.to(self.accelerator.device).eval().requires_grad_(False)
+        self.engine_factory = engine_factory or self._default_engine
+        self.engine: RolloutEngine | None = None
+        self.feature_needs = required_features(config.rewards)
+        self.feature_encoder = feature_encoder
+        self.batch: RolloutBatch | None = None
+
+    # -- schedule ------------------------------------------------------------------------------------------------
+    def prompts_per_batch(self) -> int:
+        return self.grpo.prompts_per_step * self.accelerator.num_processes
+
+    def compute_total_steps(self) -> int:
+        cfg = self.grpo
+        if cfg.max_steps:
+            return cfg.max_steps
+        batches = math.ceil(cfg.num_epochs * len(self.rows) / self.prompts_per_batch())
+        return max(1, batches * cfg.num_iterations)
+
+    def samples_seen(self, step: int) -> int:
+        return math.ceil(step / self.grpo.num_iterations) * self.prompts_per_batch()
+
+    def prompt_rows(self, batch_index: int) -> list[RLRow]:
+        """This process's prompts of batch ``batch_index``: a seeded permutation per epoch, no state to save."""
+        acc, k = self.accelerator, self.grpo.prompts_per_step
+        out = []
+        for j in range(k):
+            q = batch_index * self.prompts_per_batch() + acc.process_index * k + j
+            epoch, i = divmod(q, len(self.rows))
+            out.append(self.rows[int(np.random.default_rng([self.grpo.seed, epoch]).permutation(len(self.rows))[i])])
+        return out
+
+    # -- rollouts ------------------------------------------------------------------------------------------------
+    def _default_engine(self, model: Any, processor: Any) -> RolloutEngine:
+        cfg = self.grpo
+        if cfg.engine == "vllm":
+            try:
+                from videor4.training.vllm_engine import build_training_engine
+            except ImportError as exc:
+                raise UserError(f"engine 'vllm' needs vllm and videor4.training.vllm_engine ({exc})") from exc
+            return build_training_engine(model, processor, cfg)
+        return HFEngine(model, processor, HFEngineConfig(
+            do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.engine_batch_size))
+
+    def _executor(self, sample: RolloutSample) -> ClipCropExecutor:
+        row: RLRow = sample.meta["row"]
+        reader = open_video(self.data_root / row.video.path, config=self.media, video_id=row.video_id)
+        prompt = self.rollout_config.prompt
+        return ClipCropExecutor(reader, row.initial_frames, self.rollout_config.ops,
+                                display_size=lambda ref, size: display_size(prompt, ref, size))
+
+    def generate_batch(self, batch_index: int) -> RolloutBatch:
+        acc, cfg = self.accelerator, self.grpo
+        rows = self.prompt_rows(batch_index)
+        samples = [RolloutSample(f"{row.sample_id}#{g}", row.question, self.data_root / row.video.path,
+                                 tuple(row.answers), {"row": row, "group": k})
+                   for k, row in enumerate(rows) for g in range(cfg.num_generations)]
+        policy = acc.unwrap_model(self.model)
+        if self.engine is None:
+            self.engine = self.engine_factory(policy, self.processor)
+        if hasattr(self.engine, "update_weights"):  # engines holding their own copy (vLLM) get the new weights
+            self.engine.update_weights(policy)
+        policy.eval()
+        with acc.autocast():
+            rollouts = run_rollouts(self.engine, samples, self._executor, self.rollout_config)
+        group_ids = [s.meta["group"] for s in samples]
+        answers = [s.answers for s in samples]
+        encoder = self.feature_encoder
+        if self.feature_needs and encoder is None:
+            encoder = VisionTowerEncoder(policy, self.processor, batch_size=cfg.feature_batch_size)
+        columns = reward_columns(rollouts, answers, group_ids, encoder, self.feature_needs)
+        completions = [[t.assistant for t in r.turns] for r in rollouts]
+        rewards, components = compute_rewards(cfg.rewards, completions, **columns)
+        advantages = group_advantages(rewards, cfg.num_generations, cfg.advantage_epsilon, cfg.scale_rewards)
+        zero = zero_signal_groups(rewards, cfg.num_generations)
+        keep = [not (cfg.filter_zero_advantage and bool(zero[g])) for g in group_ids]
+        metrics = rollout_metrics(rollouts, rewards, components, answers, int(zero.sum()), len(rows))
+        batch = RolloutBatch(rollouts, rewards, components, advantages.tolist(), keep, metrics)
+        self._fixed_logprobs(batch)
+        return batch
+
+    def _micro_batches(self, batch: RolloutBatch) -> list[list[int]]:
+        kept = [i for i, k in enumerate(batch.keep) if k]
+        size = self.grpo.micro_batch_size
+        return [kept[j:j + size] for j in range(0, len(kept), size)]
+
+    def _inputs(self, batch: RolloutBatch, indices: list[int]) -> tuple[dict[str, Any], Any]:
+        rollouts = [batch.rollouts[i] for i in indices]
+        inputs, mask = batch_inputs([(r.input_ids, r.loss_mask, r.encoded) for r in rollouts], self.processor)
+        return to_device(inputs, self.accelerator.device), mask.to(self.accelerator.device)
+
+    def _fixed_logprobs(self, batch: RolloutBatch) -> None:
+        """Reference log-probs (β > 0) and, when μ > 1, the old policy's, computed once per rollout batch."""
+        import torch
+
+        need_old = self.grpo.num_iterations > 1
+        if not need_old and self.ref_model is None:
+            return
+        with torch.no_grad(), self.accelerator.autocast():
+            for indices in self._micro_batches(batch):
+                inputs, _ = self._inputs(batch, indices)
+                key = indices[0]
+                if need_old:
+                    batch.old_logp[key] = token_logprobs(self.model, inputs, self.grpo.temperature)
+                if self.ref_model is not None:
+                    batch.ref_logp[key] = token_logprobs(self.ref_model, inputs, self.grpo.temperature)
+
+    # -- optimisation --------------------------------------------------------------------------------------------
+    def training_step(self, step: int) -> dict[str, float]:
+        import torch
+
+        acc, cfg = self.accelerator, self.grpo
+        if step % cfg.num_iterations == 0 or self.batch is None:
+            self.batch = self.generate_batch(step // cfg.num_iterations)
+        batch = self.batch
+        self.model.train()
+        micro = self._micro_batches(batch)
+        tokens = sum(sum(batch.rollouts[i].loss_mask[1:]) for m in micro for i in m)
+        rollouts = sum(len(m) for m in micro)
+        normalizer = float(max(tokens if cfg.loss_type == "token" else rollouts, 1))
+        totals = {"loss": 0.0, "tokens": 0.0, "clipped_tokens": 0.0, "kl_sum": 0.0}
+        for k, indices in enumerate(micro):
+            inputs, mask = self._inputs(batch, indices)
+            sync = contextlib.nullcontext() if k == len(micro) - 1 else acc.no_sync(self.model)
+            with sync, acc.autocast():
+                logp = token_logprobs(self.model, inputs, cfg.temperature)
+                old = batch.old_logp.get(indices[0], logp.detach())
+                loss, stats = clipped_objective(
+                    logp, old, torch.tensor([batch.advantages[i] for i in indices], device=logp.device), mask[:, 1:],
+                    epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, beta=cfg.beta,
+                    ref_logp=batch.ref_logp.get(indices[0]), loss_type=cfg.loss_type, normalizer=normalizer)
+                acc.backward(loss)
+            totals["loss"] += float(loss.detach())
+            for key in ("tokens", "clipped_tokens", "kl_sum"):
+                totals[key] += float(stats[key])
+        metrics = dict(batch.metrics)
+        metrics.update(loss=totals["loss"], kl=totals["kl_sum"] / max(totals["tokens"], 1),
+                       clip_fraction=totals["clipped_tokens"] / max(totals["tokens"], 1),
+                       trained_rollouts=float(rollouts))
+        return self.mean_across_processes(metrics)

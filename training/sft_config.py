@@ -1,0 +1,52 @@
+"""Configuration of a supervised (DRP-SFT / CRP-SFT) stage, and the optimisation fields every stage shares.
+
+One pydantic model per trainer drives the recipe YAML, the CLI and Python alike (``SFTConfig(**yaml_block)``);
+field descriptions are the documentation (``docs/training.md`` lists them).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class OptimConfig(BaseModel):
+    """Optimiser, schedule, precision, checkpointing and logging of one training stage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    learning_rate: float = Field(1e-6, gt=0, description="peak learning rate (AdamW)")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = Field(
+        "constant_with_warmup", description="learning-rate schedule (transformers.get_scheduler names)"
+    )
+    warmup_ratio: float = Field(0.0, ge=0, le=1, description="fraction of the stage's steps spent warming up")
+    max_steps: int | None = Field(
+        None, ge=1, description="optimizer steps of the stage; None = derived from num_epochs and the data size"
+    )
+    num_epochs: float = Field(1.0, gt=0, description="passes over the stage's data (used when max_steps is None)")
+    seed: int = Field(0, description="seed of data order, sampling and initialisation of RNG states")
+    gradient_checkpointing: bool = Field(False, description="trade compute for activation memory (large models)")
+    save_steps: int = Field(50, ge=1, description="write a resumable checkpoint every this many optimizer steps")
+    save_total_limit: int = Field(2, ge=1, description="mid-stage checkpoints kept (oldest removed first)")
+    logging_steps: int = Field(1, ge=1, description="log metrics every this many optimizer steps")
+    report_to: list[Literal["tensorboard", "wandb"]] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="metric sinks besides metrics.jsonl; wandb is used only if installed and listed",
+    )
+
+
+class SFTConfig(OptimConfig):
+    """Supervised fine-tuning on CoT shards: loss on assistant tokens only, observations re-executed."""
+
+    learning_rate: float = Field(1e-5, gt=0, description="peak learning rate (AdamW)")
+    per_device_batch_size: int = Field(1, ge=1, description="conversations per forward pass on one device")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    max_length: int = Field(16384, ge=16, description="conversations longer than this (tokens) are skipped")
+    bucket_window: int = Field(
+        64, ge=1, description="length bucketing: examples are sorted by length within windows of this many "
+        "(shuffled) examples, so a micro-batch holds similar lengths and pads little"
+    )
