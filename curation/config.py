@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from videor4.curation.detect import DetectorConfig
-from videor4.curation.errors import UserError
+from videor4.curation.errors import UserError, describe_validation_error
 from videor4.curation.evidence import MatchConfig
 from videor4.curation.media import MediaConfig
 from videor4.curation.ocr import OCRConfig
@@ -96,6 +96,4 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     try:
         return CurationConfig.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise UserError(f"config: {where}: {first['msg']}") from exc
+        raise UserError(f"config: {describe_validation_error(exc)}") from exc

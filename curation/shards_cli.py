@@ -26,7 +26,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     from videor4.curation.atomic import write_text_atomic
-    from videor4.curation.shards import read_manifest, read_shard_file, read_stage, shard_files
+    from videor4.curation.shards import read_manifest, read_shard_file, shard_files
     from videor4.curation.viewer import render_sample_html
 
     path: Path = args.shard

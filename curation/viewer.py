@@ -95,7 +95,7 @@ def _page(row: ShardRow, r: _Renderer) -> str:
              f"<p class='meta'>sample {esc(row.sample_id)} · stage {row.stage} · video {esc(row.video_id)} "
              f"({esc(row.video.path)}, {row.video.num_frames} frames @ {row.video.fps:g} fps) · "
              f"{esc(row.source1)} / {esc(row.source2)} · QC {row.qc.status}"
-             + (f" · verified" if isinstance(row, CoTRow) and row.verified else "") + "<br>"
+             + (" · verified" if isinstance(row, CoTRow) and row.verified else "") + "<br>"
              f"{esc(row.provenance.ocr_backend)} · {esc(row.provenance.detector_backend)} · "
              f"{esc(row.provenance.decoder)} · config {row.provenance.config_hash}</p>"]
     parts.append("<h2>Evidence</h2><table><tr><th>frame</th><th>time</th><th>kind</th><th>match</th><th>text</th>"

@@ -26,7 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from videor4.curation.atomic import write_json_atomic, write_text_atomic
-from videor4.curation.errors import UserError
+from videor4.curation.errors import UserError, describe_validation_error
 from videor4.curation.ops import OpsConfig
 from videor4.curation.shard_schema import COT_STAGES, RL_STAGES, CoTRow, RLRow
 from videor4.training.grpo_config import GRPOConfig
@@ -111,9 +111,7 @@ def load_recipe(recipe: str | Path, **overrides: Any) -> Recipe:
     try:
         return Recipe.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise UserError(f"{path}: {where}: {err['msg']}") from None
+        raise UserError(f"{path}: {describe_validation_error(exc)}") from None
 
 
 def stage_dirs(recipe: Recipe, output_dir: Path) -> list[Path]:

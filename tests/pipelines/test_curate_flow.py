@@ -15,6 +15,7 @@ import pytest
 from videor4.curation.config import load_config
 from videor4.curation.dataset import load_split
 from videor4.curation.media import open_video
+from videor4.curation.ops import ClipCropExecutor, ImageRef
 from videor4.curation.ocr import OCRConfig, create_ocr
 from videor4.curation.outputs import EVIDENCE_SCHEMA
 from videor4.curation.sample import SAMPLE_SPLIT, sample_root
@@ -60,14 +61,11 @@ def test_sign_text_found_in_the_right_frames_with_a_box_around_it(sample_run: Sa
         rows = ev[ev.question_id == q]
         # Seen where a person sees it (the sidecar lists representative frames; every 4th frame is analysed).
         assert any(min(abs(f - t) for t in truth[q]) <= 2 for f in rows.frame_index), (q, sorted(rows.frame_index))
-        # The best box, cut out of its frame and re-read, shows the answer.
+        # The best box, cropped out of its frame as the crop tool shows it (padded, upscaled), reads the answer.
         best = rows.iloc[0]  # rows are sorted best first
-        vid = data[q].video_id
-        with open_video(sample_root() / "videos" / f"{vid}.mp4") as reader:
-            frame = dict(reader.read([int(best.frame_index)]))[int(best.frame_index)]
-        h, w = frame.shape[:2]
-        x1, y1, x2, y2 = best.bbox
-        crop = frame[int(y1 * h):int(y2 * h) + 1, int(x1 * w):int(x2 * w) + 1]
+        with open_video(sample_root() / "videos" / f"{data[q].video_id}.mp4") as reader:
+            ex = ClipCropExecutor(reader, [], sample_run.cfg.trajectories.ops)
+            crop = ex.render(ImageRef(int(best.frame_index), float(best.timestamp_s), tuple(best.bbox)))
         score, text = read_view(ocr, crop, data[q].answers, sample_run.cfg.matching)
         assert score >= 0.6, (q, text)
 
@@ -99,13 +97,15 @@ def test_both_media_layouts_give_the_same_evidence(sample_run: SampleRun, tmp_pa
     video = pd.read_parquet(sample_run.out / "evidence.parquet")
     video = video[video.video_id.isin(sorted(set(video.video_id))[:2])]
     key = ["question_id", "frame_index", "match", "kind"]
-    a = video[video.match == "answer"].sort_values(key + ["score"])
-    b = frames[frames.match == "answer"].sort_values(key + ["score"])
+    a, b = video[video.match == "answer"], frames[frames.match == "answer"]
     assert len(a) > 0
     assert set(map(tuple, a[key].values)) == set(map(tuple, b[key].values))
-    merged = a.groupby(key).first().join(b.groupby(key).first(), rsuffix="_f")
-    for box, box_f in zip(merged.bbox, merged.bbox_f):
-        assert max(abs(u - v) for u, v in zip(box, box_f)) < 0.02
+    # Each answer box of one layout has a box within 2 % of the frame in the other (JPEG re-encoding moves
+    # OCR boxes by a pixel or two; it never moves them elsewhere).
+    for left, right in ((a, b), (b, a)):
+        for row in left.itertuples():
+            same = right[(right.question_id == row.question_id) & (right.frame_index == row.frame_index)]
+            assert min(max(abs(u - v) for u, v in zip(row.bbox, box)) for box in same.bbox) < 0.02, row
 
 
 def test_corrupt_video_and_missing_media_become_rejects(prefect_home: Path, tmp_path: Path) -> None:
@@ -154,6 +154,7 @@ def test_exported_ocr_is_reused_by_the_precomputed_backend(sample_run: SampleRun
     ev = pd.read_parquet(tmp_path / "out" / "evidence.parquet")
     assert set(ev.backend[ev.kind == "ocr"]) == {"precomputed video_ocr"}
     before = pd.read_parquet(first / "evidence.parquet")
-    key = ["question_id", "frame_index", "text"]
+    # Same answers found in the same frames (scores differ: precomputed boxes carry no confidence).
+    key = ["question_id", "frame_index"]
     assert set(map(tuple, ev[ev.match == "answer"][key].values)) == \
         set(map(tuple, before[before.match == "answer"][key].values))

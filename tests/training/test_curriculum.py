@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,7 @@ from videor4.curation.errors import UserError
 from videor4.pipelines.cli import main
 from videor4.training.curriculum import RECIPES_DIR, load_recipe
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_sft import OPS, PROMPT, toy_dataset  # noqa: E402  (shared toy data builder)
+from tests.training.toy_data import OPS, PROMPT, toy_dataset
 
 STAGES = ["drp-sft", "rld", "crp-sft", "rlc"]
 

@@ -5,8 +5,6 @@ learning a toy reward with the real tiny model, and resume equivalence with samp
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +18,7 @@ from videor4.training.rewards import REWARDS, RewardSpec, register_reward, video
 from videor4.training.rollout import ScriptedEngine
 from videor4.training.sft_trainer import batch_inputs, load_policy, read_metrics
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_sft import OPS, PROMPT, toy_dataset  # noqa: E402  (shared toy data builder)
+from tests.training.toy_data import OPS, PROMPT, toy_dataset
 
 
 @pytest.fixture(scope="module")
