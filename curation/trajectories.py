@@ -52,6 +52,8 @@ class TrajectoryConfig(BaseModel):
     readable_px: float = Field(14.0, description="text boxes shorter than this (px, as displayed) need a crop")
     two_step_area: float = Field(0.01, description="answer boxes under this fraction of the frame get a 2-step crop")
     context_scale: float = Field(4.0, description="first crop of a 2-step crop: this many times the box size")
+    crop_context: float = Field(0.8, ge=0, description="crops around text keep this many text heights of "
+                                "surroundings on every side: OCR (and a reader) needs the sign around the letters")
     verify_min_score: float = Field(0.6, description="re-OCR of the answer crop must match an answer this well")
     sft_fraction_drp: float = Field(0.35, ge=0, le=1, description="share of DRP-eligible questions used for "
                                     "DRP-SFT (the rest go to RLd); 7k / (7k + 15k) in the paper")
@@ -158,6 +160,13 @@ def _box_in(parent: ImageRef, bbox: Sequence[float]) -> list[float]:
     return [round(min(max(v, 0.0), 1.0), 3) for v in rel]
 
 
+def context_box(bbox: Sequence[float], width: int, height: int, k: float) -> list[float]:
+    """``bbox`` widened by ``k`` text heights (its own pixel height) on every side, clamped to the frame."""
+    dy = k * (bbox[3] - bbox[1])
+    dx = dy * height / width
+    return [max(0.0, bbox[0] - dx), max(0.0, bbox[1] - dy), min(1.0, bbox[2] + dx), min(1.0, bbox[3] + dy)]
+
+
 def _grow_box(bbox: Sequence[float], scale: float) -> list[float]:
     cx, cy = (bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2
     hw, hh = (bbox[2] - bbox[0]) * scale / 2, (bbox[3] - bbox[1]) * scale / 2
@@ -182,6 +191,9 @@ class TrajectorySynthesizer:
     def _shown_height(self, bbox: Sequence[float]) -> float:
         _, h = display_size(self.cfg.prompt, ImageRef(0, 0.0), (self.reader.width, self.reader.height))
         return (bbox[3] - bbox[1]) * h
+
+    def _context(self, bbox: Sequence[float]) -> list[float]:
+        return context_box(bbox, self.reader.width, self.reader.height, self.cfg.crop_context)
 
     def readable(self, row: dict) -> bool:
         return self._shown_height(row["bbox"]) >= self.cfg.readable_px
@@ -278,13 +290,13 @@ class TrajectorySynthesizer:
             if not obs.ok:
                 return self._finish(record, sid, "drp", variant, ["crop"], turns, ex, rng, None, None, obs.message)
             second = len(ex.context)
-            rel = _box_in(obs.refs[0], bbox)
+            rel = _box_in(obs.refs[0], self._context(bbox))
             text, obs = self._call(ex, "crop", image=second, bbox_2d=rel)
             turns.append(Turn(f"<think>{rng.choice(_RECROP).format(i=second, where=_where(rel))}</think>\n{text}",
                               [obs]))
             ops = ["crop", "crop"]
         else:
-            text, obs = self._call(ex, "crop", image=image, bbox_2d=_box_in(parent, bbox))
+            text, obs = self._call(ex, "crop", image=image, bbox_2d=_box_in(parent, self._context(bbox)))
             turns, ops = [Turn(f"<think>{think}</think>\n{text}", [obs])], ["crop"]
         return self._finish(record, sid, "drp", variant, ops, turns, ex, rng, obs if obs.ok else None, None,
                             "" if obs.ok else obs.message)
@@ -326,7 +338,7 @@ class TrajectorySynthesizer:
         turns[-1] = Turn(turns[-1].assistant, turns[-1].observations)
         saw = rng.choice(_CLIP_SAW).format(i=number, t=ref.timestamp_s, text=row["text"], where=_where(row["bbox"]))
         traj = self._finish(record, sid, "drp", variant, ["clip"], turns, ex, rng, None,
-                            ImageRef(ref.frame_index, ref.timestamp_s, tuple(_grow_box(row["bbox"], 1.6))))
+                            ImageRef(ref.frame_index, ref.timestamp_s, tuple(self._context(row["bbox"]))))
         if traj.verified:  # the last turn states what the clip frame showed before answering
             last = traj.turns[-1].assistant
             traj.turns[-1] = Turn(last.replace("<think>", f"<think>{saw} ", 1))
@@ -361,7 +373,7 @@ class TrajectorySynthesizer:
                                 "clip returned no frame in which the answer was seen")
         number, ref, row = hit
         step = rng.choice(_CLIP_SAW_SMALL).format(i=number, t=ref.timestamp_s, where=_where(row["bbox"]))
-        text, obs = self._call(ex, "crop", image=number, bbox_2d=_box_in(ref, row["bbox"]))
+        text, obs = self._call(ex, "crop", image=number, bbox_2d=_box_in(ref, self._context(row["bbox"])))
         turns.append(Turn(f"<think>{step}</think>\n{text}", [obs]))
         ops.append("crop")
         if not obs.ok:
@@ -375,7 +387,7 @@ class TrajectorySynthesizer:
             if first_read:
                 read = rng.choice(_CROP_READ).format(text=first_read)
                 check = rng.choice(_CHECK_OTHER).format(i=n2, t=ref2.timestamp_s)
-                text, obs2 = self._call(ex, "crop", image=n2, bbox_2d=_box_in(ref2, row2["bbox"]))
+                text, obs2 = self._call(ex, "crop", image=n2, bbox_2d=_box_in(ref2, self._context(row2["bbox"])))
                 second = self._read(obs2.images[0], record.answers) if obs2.ok else (0.0, "")
                 if second[0] >= self.cfg.verify_min_score:
                     turns.append(Turn(f"<think>{read} {check}</think>\n{text}", [obs2]))
@@ -405,18 +417,22 @@ class TrajectorySynthesizer:
 def read_view(ocr: OCRBackend, image: np.ndarray, answers: Sequence[str], match: MatchConfig) -> tuple[float, str]:
     """Re-OCR pixels a model is shown: (best answer score, the reading that scored it).
 
-    A replicated border is added first because text detectors miss lines that touch the image
-    edge, which tight crops do; the border adds no information. With no ``answers`` the score is 0
-    and the text is everything read.
+    When the plain reading does not show an answer, the image is read once more with a replicated
+    border: text detectors miss lines that touch the image edge, which tight crops do (the border adds
+    no information). With no ``answers`` the score is 0 and the text is everything read.
     """
-    pad = max(8, round(0.15 * min(image.shape[:2])))
-    padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    h, w = padded.shape[:2]
-    boxes = [evidence.Observation(0, 0.0, "ocr", b.text, b.bbox_norm(w, h), float(b.score), "")
-             for b in ocr.read(padded)]
-    if not answers:
-        return 0.0, " ".join(b.text for b in boxes).strip()
-    return best_answer_reading(answers, boxes, match)
+    best = (0.0, "")
+    for pad in (0, max(8, round(0.15 * min(image.shape[:2])))):
+        padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else image
+        h, w = padded.shape[:2]
+        boxes = [evidence.Observation(0, 0.0, "ocr", b.text, b.bbox_norm(w, h), float(b.score), "")
+                 for b in ocr.read(padded)]
+        if not answers:
+            return 0.0, " ".join(b.text for b in boxes).strip()
+        best = max(best, best_answer_reading(answers, boxes, match), key=lambda t: t[0])
+        if best[0] >= match.min_fuzzy_similarity:
+            break
+    return best
 
 
 def to_media_ref(ref: ImageRef, jpeg: bytes | None = None) -> MediaRef:
