@@ -42,7 +42,7 @@ def ocr_rate(root: Path, frames: int = 12) -> tuple[float, str]:
     from videor4.curation.ocr import OCRConfig, create_ocr
 
     ocr = create_ocr(OCRConfig())
-    files = sorted((root / "img_dir").glob("*/*.jpg"))[:: 225 // frames][:frames]
+    files = sorted((root / "img_dir").glob("*/*.jpg"))[::15][:frames]
     images = [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files]
     ocr.read(images[0])  # warm-up (ORT session init)
     t0 = time.perf_counter()
@@ -80,16 +80,22 @@ def row(name: str, r: dict, found: set[int], base: set[int]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="decode and OCR rates only")
+    ap.add_argument("--stage-only", action="store_true", help="only the analysis+matching stage table")
     args = ap.parse_args(argv)
     from videor4.curation.sample import sample_root
 
     root = sample_root()
-    print(f"bundled sample: {root} (7 videos, 225 frames at 960x540); {os.cpu_count()} CPU cores")
+    n_frames = sum(1 for _ in (root / "img_dir").glob("*/*.jpg"))
+    print(f"bundled sample: {root} (7 videos, {n_frames} frames at 960x540); {os.cpu_count()} CPU cores")
     print("| measure | value |\n|---|---|")
     print(f"| decode (opencv, all frames) | {decode_rate(root):.0f} frames/s |")
     rate, name = ocr_rate(root)
     print(f"| OCR ({name}), one frame at a time | {rate:.2f} frames/s |", flush=True)
     if args.quick:
+        return 0
+    if args.stage_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            stage_table(root, Path(tmp))
         return 0
     print("\n| configuration | OCR calls | wall s | effective frames/s | answer-evidence recall | verified "
           "trajectories | M4 (1.32 M frames) on 1 machine |")
@@ -108,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copytree(root / "videos", data / "videos")
         shutil.copytree(tmp / "baseline" / "video_ocr", data / "video_ocr")
         r, found = curate(data, tmp / "pre", {"ocr.backend": "precomputed"})
-        r["frames"] = 225
-        r["fps"] = 225 / r["wall"]
+        r["frames"] = n_frames
+        r["fps"] = n_frames / r["wall"]
         print(row("precomputed video_ocr + dedupe", r, found, base), flush=True)
         fast = {"sampling.mode": "fps", "sampling.fps": 2.5}
         rates = {}
@@ -118,6 +124,53 @@ def main(argv: list[str] | None = None) -> int:
             rates[n] = r["fps"]
             print(row(f"2.5 fps + dedupe, Dask {n} worker(s)", r, found, base), flush=True)
         print(f"\nscaling 1 → 2 Dask workers: {rates[2] / rates[1]:.2f}x")
+        print()
+        stage_table(root, tmp)
+    return 0
+
+
+def stage_table(root: Path, tmp: Path) -> None:
+    """decode → dedupe → OCR → detection → match alone (no synthesis), one process, nothing cached."""
+    from videor4.curation.analyze import video_ocr_json
+    from videor4.curation.atomic import write_json_atomic
+
+    print("stage only (decode → dedupe → OCR → detection → match), one process, no trajectory synthesis:")
+    print("| configuration | frames/s |\n|---|---|")
+    rate, analyses = stage_rate(root, {})
+    print(f"| model OCR (rapidocr), dedupe, OpenCV detector | {rate:.2f} |", flush=True)
+    data = tmp / "stage-data"
+    shutil.copytree(root / "Annotations", data / "Annotations")
+    shutil.copytree(root / "videos", data / "videos")
+    for a in analyses:
+        write_json_atomic(data / "video_ocr" / f"{a.video_id}.json", video_ocr_json(a))
+    for name, overrides in (("precomputed video_ocr, dedupe, OpenCV detector", {"ocr.backend": "precomputed"}),
+                            ("precomputed video_ocr, dedupe, no detector",
+                             {"ocr.backend": "precomputed", "detector.backend": "none"})):
+        print(f"| {name} | {stage_rate(data, overrides)[0]:.1f} |", flush=True)
+
+
+def stage_rate(root: Path, overrides: dict) -> tuple[float, list]:
+    """Frames/s of analysis + matching alone, every video in turn, nothing cached."""
+    from videor4.curation.analyze import analyze_video
+    from videor4.curation.config import load_config
+    from videor4.curation.dataset import load_split, locate_media, precomputed_ocr_path
+    from videor4.curation.evidence import match_video, propagate
+    from videor4.curation.sample import SAMPLE_SPLIT
+    from videor4.pipelines.curate_flow import _backends
+
+    cfg = load_config(None, overrides)
+    ocr, det, _ = _backends(cfg.model_dump_json())
+    data = load_split(root, SAMPLE_SPLIT)
+    frames, analyses, t0 = 0, [], time.perf_counter()
+    for vid in data.video_ids:
+        src = locate_media(root, vid)
+        pre = precomputed_ocr_path(root, vid) if cfg.ocr.backend == "precomputed" else None
+        a = analyze_video(src, cfg, ocr=ocr, detector=det, precomputed_ocr=pre)
+        obs = propagate(a.by_frame(), a.representative, {i: a.timestamp(i) for i in range(a.num_frames)})
+        match_video([r for r in data.records if r.video_id == vid], obs, cfg.matching)
+        frames += a.num_frames
+        analyses.append(a)
+    return frames / (time.perf_counter() - t0), analyses
     return 0
 
 

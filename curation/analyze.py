@@ -147,6 +147,7 @@ def analyze_video(source: VideoSource, cfg: CurationConfig, *, ocr: OCRBackend |
     observations: list[Observation] = []
     kept: list[int] = []
     ocr_calls = det_calls = 0
+    last_detection = -float("inf")
     with open_video(source.path, config=cfg.media, video_id=source.video_id) as reader:
         sampled = _sample(cfg, reader.num_frames, reader.fps)
         # Frame folders may number their files from 0, 1 or with gaps; the reader knows the numbering.
@@ -163,7 +164,9 @@ def analyze_video(source: VideoSource, cfg: CurationConfig, *, ocr: OCRBackend |
                 boxes = ocr.read(image)
                 ocr_calls += 1
             observations += _ocr_observations(idx, ts, boxes, reader.width, reader.height, backends[0])
-            if detector is not None and scene.keep(idx, image):
+            if (detector is not None and ts - last_detection >= cfg.detection_interval_s
+                    and scene.keep(idx, image)):
+                last_detection = ts
                 det_calls += 1
                 for d in detector.detect(image):
                     x1, y1, x2, y2 = d.bbox

@@ -38,7 +38,8 @@ class SamplingConfig(BaseModel):
     num_frames: int = Field(16, gt=0, description="frame count for mode=uniform")
 
 
-_ANALYSIS = ("media_preference", "media", "sampling", "dedupe", "detection_dedupe", "ocr", "detector")
+_ANALYSIS = ("media_preference", "media", "sampling", "dedupe", "detection_dedupe", "detection_interval_s", "ocr",
+             "detector")
 
 
 class CurationConfig(BaseModel):
@@ -53,6 +54,9 @@ class CurationConfig(BaseModel):
         DedupeConfig(pixel_delta=25.0, max_changed_fraction=0.15),
         description="objects change less often than text: the detector re-runs only when this much of the "
         "picture changed since its last run (detections are ~0.5 s/frame on 2 cores)")
+    detection_interval_s: float = Field(
+        1.0, ge=0, description="and at most once per this many seconds of video (objects only feed question "
+        "key-phrase evidence, which needs no per-frame boxes)")
     ocr: OCRConfig = OCRConfig()
     detector: DetectorConfig = DetectorConfig()
     matching: MatchConfig = MatchConfig()

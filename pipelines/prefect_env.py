@@ -14,6 +14,8 @@ DEFAULTS = {
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_LOGGING_TO_API_ENABLED": "false",
+    # Dask's scheduler and workers log every connection at INFO; a CLI run only needs warnings.
+    "DASK_LOGGING__DISTRIBUTED": "warning",
 }
 
 
