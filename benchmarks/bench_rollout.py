@@ -21,19 +21,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def _video(path: Path) -> Path:
-    import cv2
-    import numpy as np
-
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (640, 360))
-    for i in range(50):
-        img = np.full((360, 640, 3), (30 + 4 * i, 90, 150), np.uint8)
-        cv2.putText(img, f"SHOP {i:02d}", (60, 200), cv2.FONT_HERSHEY_SIMPLEX, 3, (255, 255, 255), 6)
-        writer.write(img)
-    writer.release()
-    return path
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -54,17 +41,18 @@ def main() -> None:
         run_rollouts,
         video_executor_factory,
     )
+    from videor4.curation.sample import sample_root
     from videor4.training.tiny_model import build_tiny_model
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     tmp = Path(tempfile.mkdtemp(prefix="bench-rollout-"))
     model_dir = build_tiny_model(tmp / "tiny")
-    video = _video(tmp / "00001.mp4")
-    samples = [RolloutSample(str(k), "What is the shop number?", video) for k in range(args.rollouts)]
+    video = sample_root() / "videos" / "90002.mp4"  # a real clip of the bundled sample (960x540, 35 frames)
+    samples = [RolloutSample(str(k), "What is the name of the shop?", video) for k in range(args.rollouts)]
     script = [
         format_tool_call(ToolCall("clip", {"start": 1.0, "end": 3.0})),
         format_tool_call(ToolCall("crop", {"image": 10, "bbox_2d": [0.05, 0.3, 0.8, 0.7]})),
-        "<answer>SHOP 20</answer>",
+        "<answer>Stationery Box</answer>",
     ]
 
     rows = []
