@@ -135,6 +135,7 @@ _CONFIRMED = (
     "Image {i} reads \"{text}\" as well.",
     "The second view agrees: \"{text}\".",
 )
+_NOT_CLEARER = "Image {i} is no clearer; the first zoomed view stands."
 _FINAL = (
     "So the answer is {a}.",
     "This answers the question: {a}.",
@@ -265,7 +266,6 @@ class TrajectorySynthesizer:
         answer = self._answer_for(record, reocr) if reocr else record.answers[0]
         turns = list(turns)
         if verified:
-            turns[-1] = Turn(turns[-1].assistant, turns[-1].observations)
             turns.append(Turn(f"<think>{rng.choice(_CROP_READ if claimed is not None else _FINAL).format(text=reocr, a=answer)}"
                               + ("" if claimed is None else " " + rng.choice(_FINAL).format(a=answer))
                               + f"</think>\n<answer>{answer}</answer>"))
@@ -335,7 +335,6 @@ class TrajectorySynthesizer:
             return self._finish(record, sid, "drp", variant, ["clip"], turns, ex, rng, None, None,
                                 "clip returned no frame in which the answer is readable")
         number, ref, row = hit
-        turns[-1] = Turn(turns[-1].assistant, turns[-1].observations)
         saw = rng.choice(_CLIP_SAW).format(i=number, t=ref.timestamp_s, text=row["text"], where=_where(row["bbox"]))
         traj = self._finish(record, sid, "drp", variant, ["clip"], turns, ex, rng, None,
                             ImageRef(ref.frame_index, ref.timestamp_s, tuple(self._context(row["bbox"]))))
@@ -381,27 +380,29 @@ class TrajectorySynthesizer:
         claimed = obs
         other = self._evidence_in(clip_obs, rows, ex, skip={ref.frame_index})
         if other is not None and normalize_answer(other[2]["text"]) == normalize_answer(row["text"]):
-            # A third step: the same text in a second frame, as a check (CRP "check another frame").
+            # A third step: the same text in a second frame, as a check (CRP "check another frame"). It is
+            # only written when a probe of that region, rendered outside the executor, reads the answer.
             n2, ref2, row2 = other
+            box2 = self._context(row2["bbox"])
+            probe = self._read(ex.render(ImageRef(ref2.frame_index, ref2.timestamp_s, tuple(box2))), record.answers)
             first_read = self._read(claimed.images[0], record.answers)[1]
-            if first_read:
+            if first_read and probe[0] >= self.cfg.verify_min_score:
                 read = rng.choice(_CROP_READ).format(text=first_read)
                 check = rng.choice(_CHECK_OTHER).format(i=n2, t=ref2.timestamp_s)
-                text, obs2 = self._call(ex, "crop", image=n2, bbox_2d=_box_in(ref2, self._context(row2["bbox"])))
-                second = self._read(obs2.images[0], record.answers) if obs2.ok else (0.0, "")
-                if second[0] >= self.cfg.verify_min_score:
-                    turns.append(Turn(f"<think>{read} {check}</think>\n{text}", [obs2]))
-                    ops.append("crop")
-                    second_read = second[1]
-                    traj = self._finish(record, sid, "crp", variant, ops, turns, ex, rng, claimed, None)
-                    if traj.verified:
-                        confirm = rng.choice(_CONFIRMED).format(i=len(ex.context), text=second_read)
-                        traj.turns[-1] = Turn(f"<think>{confirm} " + rng.choice(_FINAL).format(a=traj.answer)
-                                              + f"</think>\n<answer>{traj.answer}</answer>")
-                        traj.messages = self.to_messages(record, traj, ex)
-                    return traj
-                ex.context.pop() if obs2.ok else None
-                ex.calls_made -= 1
+                text, obs2 = self._call(ex, "crop", image=n2, bbox_2d=_box_in(ref2, box2))
+                turns.append(Turn(f"<think>{read} {check}</think>\n{text}", [obs2]))
+                ops.append("crop")
+                if not obs2.ok:
+                    return self._finish(record, sid, "crp", variant, ops, turns, ex, rng, None, None, obs2.message)
+                traj = self._finish(record, sid, "crp", variant, ops, turns, ex, rng, claimed, None)
+                if traj.verified:  # the last thought states what the check crop really shows
+                    score2, second = self._read(obs2.images[0], record.answers)
+                    said = (rng.choice(_CONFIRMED) if score2 >= self.cfg.verify_min_score else _NOT_CLEARER)
+                    traj.turns[-1] = Turn(f"<think>{said.format(i=len(ex.context), text=second)} "
+                                          + rng.choice(_FINAL).format(a=traj.answer)
+                                          + f"</think>\n<answer>{traj.answer}</answer>")
+                    traj.messages = self.to_messages(record, traj, ex)
+                return traj
         return self._finish(record, sid, "crp", variant, ops, turns, ex, rng, claimed, None)
 
     # -- chat ------------------------------------------------------------------------------------------------
