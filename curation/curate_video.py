@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 import cv2
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ class VideoResult:
     rl_rows: list[RLRow] = field(default_factory=list)
     candidates: list[dict] = field(default_factory=list)
     synthesis_cached: bool = False
+    synthesis_seconds: float = 0.0  # time spent synthesizing and verifying (0 when cached)
 
 
 def curate_video(source: VideoSource, records: list[QARecord], cfg: CurationConfig, data_root: Path,
@@ -66,7 +68,10 @@ def curate_video(source: VideoSource, records: list[QARecord], cfg: CurationConf
     observations = propagate(analysis.by_frame(), analysis.representative, timestamps)
     rows, summaries = match_video(records, observations, cfg.matching)
     result = VideoResult(source.video_id, analysis, rows, summaries)
+    t0 = time.perf_counter()
     _synthesize(result, source, records, cfg, data_root, cache_dir, verify_ocr)
+    if not result.synthesis_cached:
+        result.synthesis_seconds = round(time.perf_counter() - t0, 3)
     if cfg.shards.embed_media and result.cot_rows:
         result.cot_rows = embed_media(result.cot_rows, source, cfg)
     return result

@@ -50,6 +50,8 @@ class RunSummary:
     evidence_rows: int = 0
     trajectories: int = 0
     trajectories_verified: int = 0
+    synthesis_seconds: float = 0.0
+    trajectories_per_s: float = 0.0
     verification_rate: float = 0.0
     trajectory_rejects_by_reason: dict[str, int] = field(default_factory=dict)
     shard_counts: dict[str, int] = field(default_factory=dict)
@@ -68,7 +70,8 @@ class RunSummary:
             f"questions {self.questions}: {self.questions_with_answer_evidence} with answer evidence, "
             f"{self.questions_with_any_evidence} with any evidence; {self.evidence_rows} evidence rows",
             f"trajectories {self.trajectories_verified}/{self.trajectories} verified by execution "
-            f"({100 * self.verification_rate:.1f}%)" + (f"; rejected: {reasons}" if reasons else ""),
+            f"({100 * self.verification_rate:.1f}%)" + (f"; rejected: {reasons}" if reasons else "")
+            + (f"; {self.trajectories_per_s:.2f} trajectories/s per worker" if self.trajectories_per_s else ""),
             "shards " + ", ".join(f"{k} {v}" for k, v in self.shard_counts.items()),
             f"rejects {self.rejects}" + (f" {self.rejects_by_reason}" if self.rejects_by_reason else ""),
             f"time {self.seconds:.1f} s",
@@ -167,7 +170,10 @@ def write_outputs(data: SplitData, video_ids: list[str], results: list[VideoResu
         questions_with_any_evidence=sum(q.status != "none" for q in summaries),
         evidence_rows=len(rows), trajectories=len(candidates), trajectories_verified=verified,
         verification_rate=round(verified / len(candidates), 4) if candidates else 0.0,
-        rejects=len(rejects), config_hash=cfg.config_hash, seconds=0.0)
+        rejects=len(rejects), config_hash=cfg.config_hash, seconds=0.0,
+        synthesis_seconds=round(sum(r.synthesis_seconds for r in results), 2))
+    fresh = sum(1 for r in results for _ in r.candidates if not r.synthesis_cached)
+    s.trajectories_per_s = round(fresh / s.synthesis_seconds, 3) if s.synthesis_seconds else 0.0
     for c in candidates:
         if not c["verified"]:
             key = c["reason"].split(" (")[0]
