@@ -28,7 +28,7 @@ h1{font-size:20px} .meta{color:#555;font-size:13px} table{border-collapse:collap
 td,th{border:1px solid #ccc;padding:3px 6px} .msg{border-radius:8px;padding:10px 14px;margin:10px 0;
 white-space:pre-wrap;font-size:14px} .system{background:#eee;font-size:12px;max-height:120px;overflow:auto}
 .user{background:#e8f0fe} .assistant{background:#e6f4ea} .tool{background:#fff4e5}
-.role{font-weight:bold;font-size:12px;text-transform:uppercase;color:#555} img{max-width:100%;
+.role{font-weight:bold;font-size:12px;text-transform:uppercase;color:#555} img{max-width:min(100%,480px);
 border:1px solid #999;margin:4px 0;display:block} .imgs{display:flex;flex-wrap:wrap;gap:8px}
 .imgs figure{margin:0;max-width:260px} figcaption{font-size:11px;color:#555}
 """
