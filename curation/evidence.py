@@ -25,9 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from videor4.curation.dataset import QARecord
 from videor4.training.metrics import edit_distance, normalize_answer
 
-EVIDENCE_COLUMNS = ("question_id", "video_id", "frame_index", "timestamp_s", "kind", "text", "bbox", "match",
-                    "score", "backend")
-
 # Words that carry no evidence: wh-words, auxiliaries and the like. Kept short on purpose:
 # an over-eager list would hide real key phrases such as "time" or "name".
 _STOPWORDS = frozenset(

@@ -25,7 +25,7 @@ import random
 
 import cv2
 import numpy as np
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -250,25 +250,26 @@ class TrajectorySynthesizer:
         return max(scored)[2]
 
     def _finish(self, record: QARecord, sid: str, stage: str, variant: int, ops: list[str], turns: list[Turn],
-                ex: ClipCropExecutor, rng: random.Random, claimed: Observation | None, claimed_ref: ImageRef | None,
-                reason: str = "") -> Trajectory:
-        """Verify the claimed view by re-OCR, write the final answer turn, build the chat."""
+                ex: ClipCropExecutor, rng: random.Random, reading: tuple[float, str] | None = None,
+                reason: str = "", thought: Callable[[str, str], str] | None = None) -> Trajectory:
+        """Judge the re-OCR ``reading`` (score, text) of the view claimed to show the answer, write the final
+        answer turn and build the chat once.
+
+        ``thought(reading_text, answer)`` words the last reasoning; by default it says what the zoomed view reads.
+        A ``reason`` means the trajectory already failed (an executor error, evidence not returned).
+        """
         reocr, verified = "", False
         if not reason:
-            score = 0.0
-            if claimed is not None:
-                score, reocr = self._read(claimed.images[0], record.answers)
-            elif claimed_ref is not None:  # clip-only: re-read the evidence region of the claimed frame
-                score, reocr = self._read(ex.render(claimed_ref), record.answers)
+            score, reocr = reading if reading is not None else (0.0, "")
             verified = score >= self.cfg.verify_min_score
             if not verified:
                 reason = f"re-OCR of the claimed view does not show the answer (read {reocr[:60]!r})"
         answer = self._answer_for(record, reocr) if reocr else record.answers[0]
         turns = list(turns)
         if verified:
-            turns.append(Turn(f"<think>{rng.choice(_CROP_READ if claimed is not None else _FINAL).format(text=reocr, a=answer)}"
-                              + ("" if claimed is None else " " + rng.choice(_FINAL).format(a=answer))
-                              + f"</think>\n<answer>{answer}</answer>"))
+            words = thought(reocr, answer) if thought else (
+                rng.choice(_CROP_READ).format(text=reocr) + " " + rng.choice(_FINAL).format(a=answer))
+            turns.append(Turn(f"<think>{words}</think>\n<answer>{answer}</answer>"))
         traj = Trajectory(sample_id=sid, stage=stage, variant=variant, question_id=record.question_id, ops=ops,
                           initial=[ImageRef(i, self.reader.timestamp(i)) for i in self.initial_frames],
                           turns=turns, answer=answer, verified=verified, reason=reason, reocr_text=reocr)
@@ -288,7 +289,7 @@ class TrajectorySynthesizer:
             text, obs = self._call(ex, "crop", image=image, bbox_2d=_box_in(parent, _grow_box(bbox, self.cfg.context_scale)))
             turns = [Turn(f"<think>{think} {rng.choice(_CONTEXT_FIRST)}</think>\n{text}", [obs])]
             if not obs.ok:
-                return self._finish(record, sid, "drp", variant, ["crop"], turns, ex, rng, None, None, obs.message)
+                return self._finish(record, sid, "drp", variant, ["crop"], turns, ex, rng, reason=obs.message)
             second = len(ex.context)
             rel = _box_in(obs.refs[0], self._context(bbox))
             text, obs = self._call(ex, "crop", image=second, bbox_2d=rel)
@@ -298,8 +299,10 @@ class TrajectorySynthesizer:
         else:
             text, obs = self._call(ex, "crop", image=image, bbox_2d=_box_in(parent, self._context(bbox)))
             turns, ops = [Turn(f"<think>{think}</think>\n{text}", [obs])], ["crop"]
-        return self._finish(record, sid, "drp", variant, ops, turns, ex, rng, obs if obs.ok else None, None,
-                            "" if obs.ok else obs.message)
+        if not obs.ok:
+            return self._finish(record, sid, "drp", variant, ops, turns, ex, rng, reason=obs.message)
+        return self._finish(record, sid, "drp", variant, ops, turns, ex, rng,
+                            reading=self._read(obs.images[0], record.answers))
 
     def _window(self, rows: Sequence[dict], target: dict, reserve: int) -> tuple[float, float]:
         """A clip window over frames where the target's text is seen, around the target frame.
@@ -329,20 +332,18 @@ class TrajectorySynthesizer:
         text, obs = self._call(ex, "clip", start=s, end=e)
         turns = [Turn(f"<think>{think}</think>\n{text}", [obs])]
         if not obs.ok:
-            return self._finish(record, sid, "drp", variant, ["clip"], turns, ex, rng, None, None, obs.message)
+            return self._finish(record, sid, "drp", variant, ["clip"], turns, ex, rng, reason=obs.message)
         hit = self._evidence_in(obs, rows, ex, readable_only=True)
         if hit is None:
-            return self._finish(record, sid, "drp", variant, ["clip"], turns, ex, rng, None, None,
-                                "clip returned no frame in which the answer is readable")
+            return self._finish(record, sid, "drp", variant, ["clip"], turns, ex, rng,
+                                reason="clip returned no frame in which the answer is readable")
         number, ref, row = hit
         saw = rng.choice(_CLIP_SAW).format(i=number, t=ref.timestamp_s, text=row["text"], where=_where(row["bbox"]))
-        traj = self._finish(record, sid, "drp", variant, ["clip"], turns, ex, rng, None,
-                            ImageRef(ref.frame_index, ref.timestamp_s, tuple(self._context(row["bbox"]))))
-        if traj.verified:  # the last turn states what the clip frame showed before answering
-            last = traj.turns[-1].assistant
-            traj.turns[-1] = Turn(last.replace("<think>", f"<think>{saw} ", 1))
-            traj.messages = self.to_messages(record, traj, ex)
-        return traj
+        # Verified by re-reading the evidence region of the claimed clip frame; the last thought says what it showed.
+        region = ex.render(ImageRef(ref.frame_index, ref.timestamp_s, tuple(self._context(row["bbox"]))))
+        return self._finish(record, sid, "drp", variant, ["clip"], turns, ex, rng,
+                            reading=self._read(region, record.answers),
+                            thought=lambda _, answer: f"{saw} " + rng.choice(_FINAL).format(a=answer))
 
     def _evidence_in(self, obs: Observation, rows: Sequence[dict], ex: ClipCropExecutor, readable_only: bool = False,
                      skip: set[int] = frozenset()) -> tuple[int, ImageRef, dict] | None:
@@ -364,46 +365,44 @@ class TrajectorySynthesizer:
         turns = [Turn(f"<think>{think}</think>\n{text}", [obs])]
         ops = ["clip"]
         if not obs.ok:
-            return self._finish(record, sid, "crp", variant, ops, turns, ex, rng, None, None, obs.message)
+            return self._finish(record, sid, "crp", variant, ops, turns, ex, rng, reason=obs.message)
         clip_obs = obs
         hit = self._evidence_in(obs, rows, ex)
         if hit is None:
-            return self._finish(record, sid, "crp", variant, ops, turns, ex, rng, None, None,
-                                "clip returned no frame in which the answer was seen")
+            return self._finish(record, sid, "crp", variant, ops, turns, ex, rng,
+                                reason="clip returned no frame in which the answer was seen")
         number, ref, row = hit
         step = rng.choice(_CLIP_SAW_SMALL).format(i=number, t=ref.timestamp_s, where=_where(row["bbox"]))
         text, obs = self._call(ex, "crop", image=number, bbox_2d=_box_in(ref, self._context(row["bbox"])))
         turns.append(Turn(f"<think>{step}</think>\n{text}", [obs]))
         ops.append("crop")
         if not obs.ok:
-            return self._finish(record, sid, "crp", variant, ops, turns, ex, rng, None, None, obs.message)
-        claimed = obs
+            return self._finish(record, sid, "crp", variant, ops, turns, ex, rng, reason=obs.message)
+        first = self._read(obs.images[0], record.answers)
         other = self._evidence_in(clip_obs, rows, ex, skip={ref.frame_index})
-        if other is not None and normalize_answer(other[2]["text"]) == normalize_answer(row["text"]):
+        if first[1] and other is not None and normalize_answer(other[2]["text"]) == normalize_answer(row["text"]):
             # A third step: the same text in a second frame, as a check (CRP "check another frame"). It is
             # only written when a probe of that region, rendered outside the executor, reads the answer.
             n2, ref2, row2 = other
             box2 = self._context(row2["bbox"])
             probe = self._read(ex.render(ImageRef(ref2.frame_index, ref2.timestamp_s, tuple(box2))), record.answers)
-            first_read = self._read(claimed.images[0], record.answers)[1]
-            if first_read and probe[0] >= self.cfg.verify_min_score:
-                read = rng.choice(_CROP_READ).format(text=first_read)
+            if probe[0] >= self.cfg.verify_min_score:
+                read = rng.choice(_CROP_READ).format(text=first[1])
                 check = rng.choice(_CHECK_OTHER).format(i=n2, t=ref2.timestamp_s)
                 text, obs2 = self._call(ex, "crop", image=n2, bbox_2d=_box_in(ref2, box2))
                 turns.append(Turn(f"<think>{read} {check}</think>\n{text}", [obs2]))
                 ops.append("crop")
                 if not obs2.ok:
-                    return self._finish(record, sid, "crp", variant, ops, turns, ex, rng, None, None, obs2.message)
-                traj = self._finish(record, sid, "crp", variant, ops, turns, ex, rng, claimed, None)
-                if traj.verified:  # the last thought states what the check crop really shows
+                    return self._finish(record, sid, "crp", variant, ops, turns, ex, rng, reason=obs2.message)
+
+                def confirm(_: str, answer: str) -> str:
+                    """The last thought states what the check crop really shows."""
                     score2, second = self._read(obs2.images[0], record.answers)
-                    said = (rng.choice(_CONFIRMED) if score2 >= self.cfg.verify_min_score else _NOT_CLEARER)
-                    traj.turns[-1] = Turn(f"<think>{said.format(i=len(ex.context), text=second)} "
-                                          + rng.choice(_FINAL).format(a=traj.answer)
-                                          + f"</think>\n<answer>{traj.answer}</answer>")
-                    traj.messages = self.to_messages(record, traj, ex)
-                return traj
-        return self._finish(record, sid, "crp", variant, ops, turns, ex, rng, claimed, None)
+                    said = rng.choice(_CONFIRMED) if score2 >= self.cfg.verify_min_score else _NOT_CLEARER
+                    return said.format(i=len(ex.context), text=second) + " " + rng.choice(_FINAL).format(a=answer)
+
+                return self._finish(record, sid, "crp", variant, ops, turns, ex, rng, reading=first, thought=confirm)
+        return self._finish(record, sid, "crp", variant, ops, turns, ex, rng, reading=first)
 
     # -- chat ------------------------------------------------------------------------------------------------
     def to_messages(self, record: QARecord, traj: Trajectory, ex: ClipCropExecutor) -> list[Message]:
