@@ -28,8 +28,9 @@ from videor4.curation.evidence import Observation
 from videor4.curation.media import open_video
 from videor4.curation.ocr import OCRBackend, TextBox, create_ocr, load_precomputed_ocr
 from videor4.curation.sampling import NearDuplicateFilter, fps_indices, uniform_indices
+from videor4.curation.text_tracking import TextTracker
 
-ARTIFACT_VERSION = 1
+ARTIFACT_VERSION = 2  # 2: region OCR / tracking counters
 
 
 @dataclass
@@ -48,7 +49,9 @@ class VideoAnalysis:
     kept: list[int]
     representative: dict[int, int]
     observations: list[Observation]
-    ocr_calls: int = 0
+    ocr_calls: int = 0  # whole-frame model reads
+    region_ocr_calls: int = 0  # reads of changed regions only (text tracking)
+    tracked_frames: int = 0  # kept frames whose text was (partly) carried over from an earlier read
     detector_calls: int = 0
     seconds: float = 0.0
     from_cache: bool = field(default=False, compare=False)
@@ -146,7 +149,8 @@ def analyze_video(source: VideoSource, cfg: CurationConfig, *, ocr: OCRBackend |
     scene = NearDuplicateFilter(cfg.detection_dedupe)
     observations: list[Observation] = []
     kept: list[int] = []
-    ocr_calls = det_calls = 0
+    det_calls = 0
+    tracker = TextTracker(ocr, cfg.ocr, cfg.tracking) if precomputed_ocr is None and ocr is not None else None
     last_detection = -float("inf")
     with open_video(source.path, config=cfg.media, video_id=source.video_id) as reader:
         sampled = _sample(cfg, reader.num_frames, reader.fps)
@@ -161,8 +165,8 @@ def analyze_video(source: VideoSource, cfg: CurationConfig, *, ocr: OCRBackend |
             if pre is not None:
                 boxes = pre.get(idx, [])
             else:
-                boxes = ocr.read(image)
-                ocr_calls += 1
+                assert tracker is not None  # no precomputed OCR -> a model was created above
+                boxes = tracker.read(image, ts, last=idx == sampled[-1])
             observations += _ocr_observations(idx, ts, boxes, reader.width, reader.height, backends[0])
             if (detector is not None and ts - last_detection >= cfg.detection_interval_s
                     and scene.keep(idx, image)):
@@ -177,7 +181,10 @@ def analyze_video(source: VideoSource, cfg: CurationConfig, *, ocr: OCRBackend |
             video_id=source.video_id, num_frames=reader.num_frames, fps=reader.fps, width=reader.width,
             height=reader.height, decoder=reader.backend, ocr_backend=backends[0], detector_backend=backends[1],
             sampled=list(sampled), kept=kept, representative=dict(dedupe.representative),
-            observations=observations, ocr_calls=ocr_calls, detector_calls=det_calls,
+            observations=observations, detector_calls=det_calls,
+            ocr_calls=tracker.counters.full_reads if tracker else 0,
+            region_ocr_calls=tracker.counters.region_reads if tracker else 0,
+            tracked_frames=tracker.counters.tracked_frames if tracker else 0,
             seconds=round(time.perf_counter() - t0, 3))
     if path is not None:
         write_json_atomic(path, result.to_json())

@@ -24,6 +24,7 @@ from videor4.curation.media import MediaConfig
 from videor4.curation.ocr import OCRConfig
 from videor4.curation.sampling import DedupeConfig
 from videor4.curation.shards import ShardConfig
+from videor4.curation.text_tracking import TrackingConfig
 from videor4.curation.trajectories import TrajectoryConfig
 
 
@@ -39,7 +40,7 @@ class SamplingConfig(BaseModel):
 
 
 _ANALYSIS = ("media_preference", "media", "sampling", "dedupe", "detection_dedupe", "detection_interval_s", "ocr",
-             "detector")
+             "tracking", "detector")
 
 
 class CurationConfig(BaseModel):
@@ -58,6 +59,7 @@ class CurationConfig(BaseModel):
         1.0, ge=0, description="and at most once per this many seconds of video (objects only feed question "
         "key-phrase evidence, which needs no per-frame boxes)")
     ocr: OCRConfig = OCRConfig()
+    tracking: TrackingConfig = TrackingConfig()
     detector: DetectorConfig = DetectorConfig()
     matching: MatchConfig = MatchConfig()
     trajectories: TrajectoryConfig = TrajectoryConfig()
@@ -71,7 +73,8 @@ class CurationConfig(BaseModel):
             "synthesis": _ANALYSIS + ("matching", "trajectories"),
             "all": tuple(type(self).model_fields),
         }[stage]
-        data = self.model_dump(mode="json", include=set(sections))
+        # Thread counts change speed, never results: a run resumed on another runner reuses its cache.
+        data = self.model_dump(mode="json", include=set(sections), exclude={"ocr": {"num_threads"}})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
     @property

@@ -68,6 +68,11 @@ class OCRConfig(BaseModel):
     max_side: int = Field(
         1920, ge=32, description="Frames with a longer side are downscaled before OCR (boxes are mapped back)."
     )
+    det_min_side: int = Field(
+        736, ge=32, description="Text detection upscales frames whose shorter side is below this (rapidocr's own "
+        "default, 736: small captions are found more reliably); regions re-read by the text tracker are "
+        "detected at their frame's scale."
+    )
     num_threads: int = Field(0, ge=0, description="rapidocr: onnxruntime threads per model; 0 = onnxruntime default.")
     det_model_dir: Path | None = Field(
         None, description="paddleocr: folder with the detection model (inference.onnx + inference.yml, or Paddle files)."
@@ -83,21 +88,37 @@ class OCRConfig(BaseModel):
 
 @runtime_checkable
 class OCRBackend(Protocol):
-    """Reads text lines from an RGB uint8 image."""
+    """Reads text lines from an RGB uint8 image.
+
+    ``det_scale``: when the image is a region cut from a larger frame, the scale at which that frame
+    would be detected (:func:`detection_scale`), so the region's text is detected at the same size
+    as in a whole-frame read; ``None`` means the image is a whole frame.
+    """
 
     name: str
     version: str
 
-    def read(self, image: np.ndarray) -> list[TextBox]: ...
+    def read(self, image: np.ndarray, det_scale: float | None = None) -> list[TextBox]: ...
 
 
-def _fit(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    """Downscale so the longer side is at most ``max_side``; returns the image and the scale used."""
-    scale = min(1.0, max_side / max(image.shape[:2]))
+def detection_scale(shape: Sequence[int], config: OCRConfig) -> float:
+    """The factor a whole frame of ``shape`` (h, w, ...) is resized by before text detection.
+
+    Frames larger than ``max_side`` are shrunk to it; smaller frames are enlarged until the shorter side
+    reaches ``det_min_side`` (without exceeding ``max_side``): detection on small text works better
+    enlarged, which is why rapidocr enlarges to 736 by default.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    if max(h, w) > config.max_side:
+        return config.max_side / max(h, w)
+    return max(1.0, min(config.det_min_side / max(min(h, w), 1), config.max_side / max(h, w)))
+
+
+def _scaled(image: np.ndarray, scale: float) -> np.ndarray:
     if scale == 1.0:
-        return image, 1.0
+        return image
     size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
 def _boxes(texts: Sequence[str], scores: Sequence[float], quads: Any, scale: float, min_score: float) -> list[TextBox]:
@@ -124,11 +145,15 @@ class RapidOCRBackend:
         models = Path(rapidocr.__file__).parent / "models"
         det, rec, cls = (self._bundled(models, kind) for kind in ("det", "rec", "cls"))
         threads = config.num_threads or -1
+        # The image reaches rapidocr already at detection scale (:func:`detection_scale`), so its own
+        # resizing is switched off: "max" with a limit no frame reaches only rounds sides to 32.
         self._engine = rapidocr.RapidOCR(
             params={
                 "Global.log_level": "error",
                 "Global.text_score": config.min_score,
-                "Global.max_side_len": config.max_side,
+                "Global.max_side_len": 1 << 16,
+                "Det.limit_type": "max",
+                "Det.limit_side_len": 1 << 16,
                 "Det.model_path": str(det),
                 "Rec.model_path": str(rec),
                 "Cls.model_path": str(cls),
@@ -145,10 +170,11 @@ class RapidOCRBackend:
             raise UserError(f"{models}: the installed rapidocr wheel ships no '{kind}' ONNX model; reinstall rapidocr")
         return found[-1]
 
-    def read(self, image: np.ndarray) -> list[TextBox]:
+    def read(self, image: np.ndarray, det_scale: float | None = None) -> list[TextBox]:
         if image.size == 0:
             return []
-        small, scale = _fit(image, self.config.max_side)
+        scale = detection_scale(image.shape, self.config) if det_scale is None else det_scale
+        small = _scaled(image, scale)
         result = self._engine(np.ascontiguousarray(small[..., ::-1]))  # rapidocr takes arrays as BGR
         if result.boxes is None or result.txts is None:
             return []
@@ -188,10 +214,13 @@ class PaddleOCRBackend:
         )
         self.version = f"{paddleocr.__version__} {det_name}+{rec_name}"
 
-    def read(self, image: np.ndarray) -> list[TextBox]:
+    def read(self, image: np.ndarray, det_scale: float | None = None) -> list[TextBox]:
         if image.size == 0:
             return []
-        small, scale = _fit(image, self.config.max_side)
+        # PaddleOCR resizes for detection by its own rule (the model folder's DetResizeForTest); a region
+        # is enlarged to its frame's scale so its text keeps the size it has in a whole-frame read.
+        scale = min(1.0, self.config.max_side / max(image.shape[:2])) if det_scale is None else det_scale
+        small = _scaled(image, scale)
         out = []
         for page in self._engine.predict(np.ascontiguousarray(small[..., ::-1])):  # BGR, like cv2
             out += _boxes(page["rec_texts"], page["rec_scores"], page["rec_polys"], scale, self.config.min_score)

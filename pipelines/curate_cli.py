@@ -15,6 +15,9 @@ def add_curation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="only the first N videos of the split (sorted by id)")
     p.add_argument("--ocr", choices=["rapidocr", "paddleocr", "precomputed"],
                    help="OCR backend (default rapidocr; precomputed = the dataset's video_ocr/<id>.json)")
+    p.add_argument("--tracking", choices=["motion", "none"],
+                   help="motion (default): read a shot once and follow its text, re-reading only changed regions; "
+                   "none: OCR every kept frame whole (slower, the recall reference)")
     p.add_argument("--detector", choices=["opencv", "ultralytics", "none"], help="object detector (default opencv)")
     p.add_argument("--detector-weights", type=Path, help="weights file for --detector ultralytics (local path)")
     p.add_argument("--media", choices=["auto", "video", "frames"],
@@ -36,7 +39,7 @@ def config_from_args(args: argparse.Namespace):
     from videor4.curation.config import load_config
 
     return load_config(args.config, {
-        "ocr.backend": args.ocr, "detector.backend": args.detector,
+        "ocr.backend": args.ocr, "tracking.method": args.tracking, "detector.backend": args.detector,
         "detector.weights": str(args.detector_weights) if args.detector_weights else None,
         "media_preference": args.media, "media.decoder": args.decoder, "media.frames_fps": args.frames_fps,
         "shards.embed_media": args.embed_media,

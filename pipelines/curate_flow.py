@@ -10,6 +10,7 @@ the same way by every task runner — threads, Dask or Ray workers.
 from __future__ import annotations
 
 import functools
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,7 +43,9 @@ class RunSummary:
     videos_cached: int = 0
     frames_decoded: int = 0
     frames_ocr: int = 0
-    ocr_calls: int = 0
+    ocr_calls: int = 0  # whole-frame OCR reads this run
+    region_ocr_calls: int = 0  # reads of changed regions only (text tracking)
+    tracked_frames: int = 0  # frames whose text was carried along the motion from an earlier read
     detector_calls: int = 0
     questions: int = 0
     questions_with_answer_evidence: int = 0
@@ -66,7 +69,8 @@ class RunSummary:
         reasons = ", ".join(f"{k}: {v}" for k, v in self.trajectory_rejects_by_reason.items())
         return [
             f"split {self.split}: {self.videos_ok}/{self.videos} videos analysed ({self.videos_cached} from cache)",
-            f"frames decoded {self.frames_decoded}, OCR'd {self.frames_ocr} (OCR calls this run: {self.ocr_calls})",
+            (f"frames decoded {self.frames_decoded}, kept {self.frames_ocr}; OCR this run: {self.ocr_calls} whole "
+             f"frames, {self.region_ocr_calls} changed regions, {self.tracked_frames} frames carried by tracking"),
             f"questions {self.questions}: {self.questions_with_answer_evidence} with answer evidence, "
             f"{self.questions_with_any_evidence} with any evidence; {self.evidence_rows} evidence rows",
             f"trajectories {self.trajectories_verified}/{self.trajectories} verified by execution "
@@ -164,6 +168,8 @@ def write_outputs(data: SplitData, video_ids: list[str], results: list[VideoResu
         videos_cached=sum(a.from_cache for a in ok),
         frames_decoded=sum(len(a.sampled) for a in ok), frames_ocr=sum(len(a.kept) for a in ok),
         ocr_calls=sum(a.ocr_calls for a in ok if not a.from_cache),
+        region_ocr_calls=sum(a.region_ocr_calls for a in ok if not a.from_cache),
+        tracked_frames=sum(a.tracked_frames for a in ok if not a.from_cache),
         detector_calls=sum(a.detector_calls for a in ok if not a.from_cache),
         questions=len(summaries),
         questions_with_answer_evidence=sum(q.status == "answer" for q in summaries),
@@ -232,6 +238,11 @@ def run_curate(data_root: Path, split: str, out: Path, cfg: CurationConfig, *, l
                address: str | None = None, export_ocr: bool = False) -> RunSummary:
     """Run the flow with ``workers`` videos in flight on the chosen task runner."""
     task_runner = make_task_runner(runner, workers, address)
+    if runner == "dask" and not address and cfg.ocr.num_threads == 0:
+        # Each local worker process runs its own OCR model; onnxruntime's default (one thread per core in
+        # every process) would oversubscribe the machine, measured 0.86x for 2 workers on 2 cores.
+        threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+        cfg = cfg.model_copy(update={"ocr": cfg.ocr.model_copy(update={"num_threads": threads})})
     return curate_flow.with_options(task_runner=task_runner)(data_root, split, out, cfg, limit=limit,
                                                               progress=progress, runner=runner,
                                                               export_ocr=export_ocr)

@@ -77,7 +77,9 @@ def test_run_summary_and_stats(sample_run: SampleRun) -> None:
     stats = json.loads((sample_run.out / "stats.json").read_text())
     assert stats["videos"] == stats["videos_ok"] == 7
     assert stats["frames_ocr"] <= stats["frames_decoded"]
-    assert stats["ocr_calls"] == stats["frames_ocr"] > 0  # first run: every kept frame OCR'd once
+    # First run: every kept frame is read whole or carried by the text tracker, never both.
+    assert stats["ocr_calls"] + stats["tracked_frames"] == stats["frames_ocr"]
+    assert 0 < stats["ocr_calls"] < stats["frames_ocr"] and stats["tracked_frames"] > 0
     assert stats["questions"] == 30 and stats["rejects"] == 0
     assert s.trajectories > 0 and 0 < s.verification_rate <= 1
 
@@ -85,7 +87,7 @@ def test_run_summary_and_stats(sample_run: SampleRun) -> None:
 def test_second_run_does_no_ocr_and_gives_identical_outputs(sample_run: SampleRun) -> None:
     before = (pq.read_table(sample_run.out / "evidence.parquet"), content_hash(sample_run.shards))
     again = run_curate(sample_root(), SAMPLE_SPLIT, sample_run.out, sample_run.cfg, workers=2, progress=False)
-    assert again.ocr_calls == 0 and again.detector_calls == 0
+    assert again.ocr_calls == again.region_ocr_calls == again.detector_calls == 0
     assert again.videos_cached == again.videos_ok == 7
     assert pq.read_table(sample_run.out / "evidence.parquet").equals(before[0])
     assert content_hash(sample_run.shards) == before[1]

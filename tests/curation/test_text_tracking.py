@@ -1,0 +1,158 @@
+"""Motion-compensated OCR on real photos: carried text must match what the model reads, changes must be read.
+
+The OCR model is the real rapidocr one; a thin wrapper only records which calls reach it, so each test can
+assert both *what* the tracker returns and *how much* OCR it spent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from videor4.curation.ocr import OCRConfig, TextBox, create_ocr
+from videor4.curation.text_tracking import TextTracker, TrackingConfig
+
+IMAGES = Path(__file__).resolve().parents[1] / "data" / "images"
+EVERY_FRAME = TrackingConfig(recheck_interval_s=0.0)  # look for changes on every frame
+
+
+class RecordingOCR:
+    """The real model, plus a log of (image shape, det_scale) per call."""
+
+    def __init__(self, ocr) -> None:
+        self.ocr, self.name, self.version = ocr, ocr.name, ocr.version
+        self.calls: list[tuple[tuple[int, ...], float | None]] = []
+
+    def read(self, image: np.ndarray, det_scale: float | None = None) -> list[TextBox]:
+        self.calls.append((image.shape, det_scale))
+        return self.ocr.read(image, det_scale=det_scale)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return create_ocr(OCRConfig())
+
+
+@pytest.fixture
+def ocr(model) -> RecordingOCR:
+    return RecordingOCR(model)
+
+
+def load_rgb(name: str) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(IMAGES / name)), cv2.COLOR_BGR2RGB)
+
+
+def texts(boxes: list[TextBox]) -> set[str]:
+    return {b.text.upper() for b in boxes}
+
+
+def hotel(boxes: list[TextBox]) -> TextBox:
+    (box,) = [b for b in boxes if b.text.upper() == "HOTEL"]
+    return box
+
+
+def pan(image: np.ndarray, steps: int, dx: int, dy: int, size: tuple[int, int]) -> list[np.ndarray]:
+    """A camera window of ``size`` moving right/down by (dx, dy) per frame from the top-left corner."""
+    w, h = size
+    return [np.ascontiguousarray(image[k * dy: k * dy + h, k * dx: k * dx + w]) for k in range(steps)]
+
+
+def test_pan_carries_text_along_the_motion(ocr: RecordingOCR) -> None:
+    # The camera pans right and down; the strips it brings into view are far from the HOTEL sign.
+    frames = pan(load_rgb("scenetext_segmented_word01.jpg"), 8, 4, 2, (600, 420))
+    tracker = TextTracker(ocr, OCRConfig(), EVERY_FRAME)
+    first = hotel(tracker.read(frames[0], 0.0))
+    for k, frame in enumerate(frames[1:], start=1):
+        moved = hotel(tracker.read(frame, k / 10))
+        # The sign moves left/up with the camera's motion; the carried box follows within 2 px.
+        assert moved.bbox == pytest.approx((first.bbox[0] - 4 * k, first.bbox[1] - 2 * k,
+                                            first.bbox[2] - 4 * k, first.bbox[3] - 2 * k), abs=2.0)
+        # And it agrees with what the model reads on that very frame.
+        direct = hotel(ocr.ocr.read(frame))
+        assert moved.bbox == pytest.approx(direct.bbox, abs=12.0)
+    c = tracker.counters
+    assert c.full_reads == 1 and c.tracked_frames == 7
+    # Only strips brought into view by the pan were read again, never a whole frame.
+    for shape, det_scale in ocr.calls[1:]:
+        assert det_scale is not None and shape[0] * shape[1] < 0.35 * 600 * 420
+
+
+def test_new_caption_is_read_in_its_region_only(ocr: RecordingOCR) -> None:
+    still = load_rgb("scenetext_segmented_word01.jpg")
+    captioned = still.copy()
+    cv2.rectangle(captioned, (30, 380), (330, 450), (20, 20, 20), -1)
+    cv2.putText(captioned, "GATE 42", (45, 432), cv2.FONT_HERSHEY_SIMPLEX, 1.4, (255, 255, 255), 3, cv2.LINE_AA)
+    tracker = TextTracker(ocr, OCRConfig(), EVERY_FRAME)
+    before = tracker.read(still, 0.0)
+    assert tracker.read(still, 0.1) == before and len(ocr.calls) == 1  # nothing changed: no OCR at all
+    after = tracker.read(captioned, 0.2)
+    assert "GATE 42" in texts(after) and "HOTEL" in texts(after)
+    assert hotel(after).bbox == pytest.approx(hotel(before).bbox, abs=1.0)  # carried along the (nil) motion
+    (shape, det_scale), = ocr.calls[1:]
+    assert det_scale == pytest.approx(736 / 480) and shape[0] * shape[1] < 0.2 * 640 * 480
+    assert tracker.counters.region_reads == 1 and tracker.counters.full_reads == 1
+    # The captioned frame is the new reference: showing it again costs nothing.
+    assert texts(tracker.read(captioned, 0.3)) == texts(after) and len(ocr.calls) == 2
+
+
+def test_cut_and_zoom_trigger_whole_reads(ocr: RecordingOCR) -> None:
+    sign = load_rgb("scenetext_segmented_word01.jpg")
+    other = cv2.resize(load_rgb("easyocr_french.jpg")[:390], (640, 480))
+    tracker = TextTracker(ocr, OCRConfig(), EVERY_FRAME)
+    tracker.read(sign, 0.0)
+    assert {"PALAIS", "LOUVRE"} & {w for t in texts(tracker.read(other, 0.1)) for w in t.split()}
+    assert tracker.counters.cuts == 2  # the first frame and the cut
+    # A slow zoom into the centre, 1.3x in all (> max_scale_change 1.2): once the text has grown by
+    # 1.2x it may have become readable, so the frame is read whole again, once.
+    h, w = other.shape[:2]
+    for k, zoom in enumerate((1.05, 1.1, 1.15, 1.2, 1.25, 1.3), start=2):
+        mx, my = w * (1 - 1 / zoom) / 2, h * (1 - 1 / zoom) / 2
+        warp = np.array([[zoom, 0, -mx * zoom], [0, zoom, -my * zoom]])
+        tracker.read(cv2.warpAffine(other, warp, (w, h), flags=cv2.INTER_LINEAR), k / 10)
+    c = tracker.counters
+    assert c.cuts == 2 and c.zoom_reads == 1 and c.full_reads == 3, c
+
+
+def test_changes_wait_for_the_recheck_interval_but_not_past_the_last_frame(ocr: RecordingOCR) -> None:
+    still = load_rgb("scenetext_segmented_word01.jpg")
+    captioned = still.copy()
+    cv2.rectangle(captioned, (30, 380), (330, 450), (20, 20, 20), -1)
+    cv2.putText(captioned, "GATE 42", (45, 432), cv2.FONT_HERSHEY_SIMPLEX, 1.4, (255, 255, 255), 3, cv2.LINE_AA)
+    tracker = TextTracker(ocr, OCRConfig(), TrackingConfig(recheck_interval_s=0.5))
+    tracker.read(still, 0.0)
+    assert "GATE 42" not in texts(tracker.read(captioned, 0.2))  # within 0.5 s of the last read: carried
+    assert "GATE 42" in texts(tracker.read(captioned, 0.3, last=True))  # the video ends: checked now
+    tracker = TextTracker(ocr, OCRConfig(), TrackingConfig(recheck_interval_s=0.5))
+    tracker.read(still, 0.0)
+    assert "GATE 42" in texts(tracker.read(captioned, 0.5))
+
+
+def test_method_none_reads_every_frame_whole(ocr: RecordingOCR) -> None:
+    still = load_rgb("scenetext_segmented_word01.jpg")
+    tracker = TextTracker(ocr, OCRConfig(), TrackingConfig(method="none"))
+    for k in range(3):
+        assert "HOTEL" in texts(tracker.read(still, k / 10))
+    assert tracker.counters.full_reads == 3 and [s for _, s in ocr.calls] == [None] * 3
+
+
+def test_region_read_at_frame_scale_finds_the_same_text(model) -> None:
+    frame = load_rgb("scenetext_segmented_word01.jpg")
+    whole = hotel(model.read(frame))
+    x1, y1, x2, y2 = (int(v) for v in whole.bbox)
+    region = frame[y1 - 20: y2 + 20, x1 - 20: x2 + 20]
+    from videor4.curation.ocr import detection_scale
+
+    part = hotel(model.read(np.ascontiguousarray(region), det_scale=detection_scale(frame.shape, OCRConfig())))
+    assert (part.bbox[0] + x1 - 20, part.bbox[1] + y1 - 20) == pytest.approx(whole.bbox[:2], abs=4.0)
+
+
+def test_detection_scale_follows_rapidocr_rule() -> None:
+    from videor4.curation.ocr import detection_scale
+
+    assert detection_scale((540, 960, 3), OCRConfig()) == pytest.approx(736 / 540)  # small frames: enlarged
+    assert detection_scale((1080, 1920, 3), OCRConfig()) == 1.0
+    assert detection_scale((2160, 3840, 3), OCRConfig()) == pytest.approx(1920 / 3840)  # capped at max_side
+    assert detection_scale((540, 960, 3), OCRConfig(det_min_side=540)) == 1.0
