@@ -1,6 +1,6 @@
 """Per-video analysis: decode → sample → dedupe → OCR + detection.
 
-This is the expensive stage (OCR is ~1 s per frame on two cores), so its
+This is the expensive stage (OCR is ~0.4 s per 960x540 frame on two cores), so its
 result is stored once per (video content, analysis settings, backend
 versions) in a content-addressed artifact and never recomputed: a rerun, a
 resumed run after a crash, or a second worker that gets the same video finds
