@@ -177,22 +177,18 @@ def stage_row(name: str, r: dict, base: set[int]) -> str:
 
 
 def stage_video(root: str, video_id: str, overrides: dict) -> dict:
-    """Analyse and match one video (runs in this process or on a Dask worker)."""
-    from videor4.curation.analyze import analyze_video
+    """Analyse and match one video, nothing cached (runs in this process or on a Dask worker)."""
     from videor4.curation.config import load_config
-    from videor4.curation.dataset import load_split, locate_media, precomputed_ocr_path
-    from videor4.curation.evidence import match_video, propagate
+    from videor4.curation.curate_video import analyze_and_match
+    from videor4.curation.dataset import load_split, locate_media
     from videor4.curation.sample import SAMPLE_SPLIT
     from videor4.pipelines.curate_flow import _backends
 
     cfg = load_config(None, overrides)
     ocr, det, _ = _backends(cfg.model_dump_json())
-    data = load_split(Path(root), SAMPLE_SPLIT)
-    pre = precomputed_ocr_path(Path(root), video_id) if cfg.ocr.backend == "precomputed" else None
-    a = analyze_video(locate_media(Path(root), video_id), cfg, ocr=ocr, detector=det, precomputed_ocr=pre)
-    obs = propagate(a.by_frame(), a.representative, {i: a.timestamp(i) for i in range(a.num_frames)})
-    _, summaries = match_video([r for r in data.records if r.video_id == video_id], obs, cfg.matching)
-    return {"analysis": a, "answered": {q.question_id for q in summaries if q.status == "answer"}}
+    records = [r for r in load_split(Path(root), SAMPLE_SPLIT).records if r.video_id == video_id]
+    r = analyze_and_match(locate_media(Path(root), video_id), records, cfg, Path(root), None, ocr, det)
+    return {"analysis": r.analysis, "answered": {q.question_id for q in r.summaries if q.status == "answer"}}
 
 
 def stage_rate(root: Path, overrides: dict, *, workers: int = 1, keep_analyses: bool = False) -> dict:

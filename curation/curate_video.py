@@ -54,6 +54,24 @@ def curate_video(source: VideoSource, records: list[QARecord], cfg: CurationConf
                  cache_dir: Path, ocr: OCRBackend | None, detector: Detector | None,
                  verify_ocr: OCRBackend) -> VideoResult:
     """Run every stage for one video; media problems become rejects for its questions."""
+    result = analyze_and_match(source, records, cfg, data_root, cache_dir, ocr, detector)
+    if result.analysis is None:
+        return result
+    t0 = time.perf_counter()
+    _synthesize(result, source, records, cfg, data_root, cache_dir, verify_ocr)
+    if not result.synthesis_cached:
+        result.synthesis_seconds = round(time.perf_counter() - t0, 3)
+    if cfg.shards.embed_media and result.cot_rows:
+        result.cot_rows = embed_media(result.cot_rows, source, cfg)
+    return result
+
+
+def analyze_and_match(source: VideoSource, records: list[QARecord], cfg: CurationConfig, data_root: Path,
+                      cache_dir: Path | None, ocr: OCRBackend | None, detector: Detector | None) -> VideoResult:
+    """The analysis and evidence-matching stages alone (no synthesis): what ``make bench`` times as the stage.
+
+    ``cache_dir=None`` analyses without reading or writing the cache.
+    """
     pre = precomputed_ocr_path(data_root, source.video_id) if cfg.ocr.backend == "precomputed" else None
     if cfg.ocr.backend == "precomputed" and pre is None:
         return VideoResult(source.video_id, None, rejects=_rejects(
@@ -67,14 +85,7 @@ def curate_video(source: VideoSource, records: list[QARecord], cfg: CurationConf
     timestamps = {i: analysis.timestamp(i) for i in range(analysis.num_frames)}
     observations = propagate(analysis.by_frame(), analysis.representative, timestamps)
     rows, summaries = match_video(records, observations, cfg.matching)
-    result = VideoResult(source.video_id, analysis, rows, summaries)
-    t0 = time.perf_counter()
-    _synthesize(result, source, records, cfg, data_root, cache_dir, verify_ocr)
-    if not result.synthesis_cached:
-        result.synthesis_seconds = round(time.perf_counter() - t0, 3)
-    if cfg.shards.embed_media and result.cot_rows:
-        result.cot_rows = embed_media(result.cot_rows, source, cfg)
-    return result
+    return VideoResult(source.video_id, analysis, rows, summaries)
 
 
 def embed_media(rows: list[CoTRow], source: VideoSource, cfg: CurationConfig) -> list[CoTRow]:
