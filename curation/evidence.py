@@ -92,7 +92,8 @@ def _unit(text: str, bbox: tuple[float, float, float, float], score: float) -> _
                  tokens=tuple(_TOKEN.findall(norm)))
 
 
-def _union(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float, float]:
+def box_union(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float, float]:
+    """The smallest (x1, y1, x2, y2) box holding both boxes (any units, as long as both share them)."""
     return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
 
 
@@ -125,7 +126,7 @@ def _frame_units(obs: Sequence[Observation], cfg: MatchConfig) -> list[_Unit]:
             path = chain + [j]
             box = ocr[path[0]].bbox
             for k in path[1:]:
-                box = _union(box, ocr[k].bbox)
+                box = box_union(box, ocr[k].bbox)
             units.append(_unit(" ".join(ocr[k].text for k in path), box, min(ocr[k].score for k in path)))
             stack.append(path)
     return units

@@ -20,6 +20,7 @@ The recall cost of this is measured against OCR on every frame by ``make bench``
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,6 +28,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from videor4.curation.evidence import box_union
 from videor4.curation.ocr import OCRBackend, OCRConfig, TextBox, detection_scale
 
 
@@ -78,13 +80,13 @@ def _warp_points(points: tuple[float, ...], m: np.ndarray) -> tuple[float, ...]:
     return tuple(float(v) for v in out.reshape(-1))
 
 
-def _area(r: list[float]) -> float:
+def _area(r: Sequence[float]) -> float:
     return max(0.0, r[2] - r[0]) * max(0.0, r[3] - r[1])
 
 
 def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
     inter = _area([max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])])
-    return inter / (_area(list(a)) + _area(list(b)) - inter or 1.0)
+    return inter / (_area(a) + _area(b) - inter or 1.0)
 
 
 def _overlaps(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
@@ -242,7 +244,7 @@ class TextTracker:
             for b in carried:
                 bx1, by1, bx2, by2 = b.bbox
                 if _overlaps((bx1, by1, bx2, by2), tuple(r)):
-                    r[:] = [min(r[0], bx1 - pad), min(r[1], by1 - pad), max(r[2], bx2 + pad), max(r[3], by2 + pad)]
+                    r[:] = box_union(r, (bx1 - pad, by1 - pad, bx2 + pad, by2 + pad))
         # Merge rectangles whose union is barely larger than the two (one read instead of two).
         merged = True
         while merged:
@@ -250,9 +252,9 @@ class TextTracker:
             for i in range(len(rects)):
                 for j in range(i + 1, len(rects)):
                     a, c = rects[i], rects[j]
-                    union = [min(a[0], c[0]), min(a[1], c[1]), max(a[2], c[2]), max(a[3], c[3])]
+                    union = box_union(a, c)
                     if _area(union) <= 1.2 * (_area(a) + _area(c)):
-                        rects[i] = union
+                        rects[i] = list(union)
                         del rects[j]
                         merged = True
                         break
