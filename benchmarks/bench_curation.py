@@ -193,14 +193,12 @@ def stage_video(root: str, video_id: str, overrides: dict) -> dict:
 
 def stage_rate(root: Path, overrides: dict, *, workers: int = 1, keep_analyses: bool = False) -> dict:
     """Frames/s of analysis + matching over every video, nothing cached; models loaded before the clock starts."""
-    from videor4.curation.config import load_config
     from videor4.curation.dataset import load_split
     from videor4.curation.sample import SAMPLE_SPLIT
-    from videor4.pipelines.curate_flow import _backends
 
     video_ids = load_split(root, SAMPLE_SPLIT).video_ids
     if workers == 1:
-        _backends(load_config(None, overrides).model_dump_json())
+        _warm(overrides)
         t0 = time.perf_counter()
         results = [stage_video(str(root), vid, overrides) for vid in video_ids]
         wall = time.perf_counter() - t0
@@ -224,9 +222,7 @@ def stage_rate(root: Path, overrides: dict, *, workers: int = 1, keep_analyses: 
 
 
 def _warm(overrides: dict) -> None:
-    import sys as _sys
-
-    _sys.path.insert(0, str(Path(__file__).resolve().parent))
+    """Load the models for ``overrides`` in this process (they are cached per process), off the clock."""
     from videor4.curation.config import load_config
     from videor4.pipelines.curate_flow import _backends
 
