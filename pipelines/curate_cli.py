@@ -54,6 +54,7 @@ def run_from_args(args: argparse.Namespace, data_root: Path, split: str, out: Pa
     if args.limit is not None and args.limit <= 0:
         raise UserError("--limit must be a positive number of videos")
     cfg = config_from_args(args)
+    prefect_env.start_local_server()
     summary = run_curate(data_root, split, out, cfg, limit=args.limit, workers=args.workers,
                          progress=not args.no_progress, runner=args.runner, address=args.address,
                          export_ocr=args.export_ocr)

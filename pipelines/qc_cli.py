@@ -70,6 +70,7 @@ def _push(args: argparse.Namespace) -> int:
         raise UserError(f"--threshold and --audit-fraction must be between 0 and 1 ({exc.errors()[0]['msg']})") from exc
     preflight(args.shards, args.url, _api_key(args))
     resolve_data_root(args.shards, args.data_root)
+    prefect_env.start_local_server()
     summary = qc_push(args.shards, args.url, _api_key(args), args.project, routing, data_root=args.data_root,
                       embed_media=args.embed_media, batch_size=args.batch_size, progress=not args.no_progress)
     print(json.dumps(asdict(summary)) if args.json else "\n".join(summary.lines()))
@@ -82,6 +83,7 @@ def _pull(args: argparse.Namespace) -> int:
 
     preflight(args.shards, args.url, _api_key(args))
     resynthesize = None if args.no_resynthesize else make_resynthesizer(resolve_data_root(args.shards, args.data_root))
+    prefect_env.start_local_server()
     summary = qc_pull(args.shards, args.url, _api_key(args), args.project, resynthesize=resynthesize)
     print(json.dumps(asdict(summary)) if args.json else "\n".join(summary.lines()))
     return 0
