@@ -16,7 +16,7 @@ import httpx
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
-from videor4.curation.errors import UserError
+from videor4.contracts.errors import UserError
 
 T = TypeVar("T")
 

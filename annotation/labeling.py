@@ -24,10 +24,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from videor4.curation.atomic import write_bytes_atomic
-from videor4.curation.errors import UserError
-from videor4.curation.media import open_video
-from videor4.curation.shard_schema import IMAGE_PLACEHOLDER, CoTRow, ShardRow
+from videor4.contracts.atomic import write_bytes_atomic
+from videor4.contracts.errors import UserError
+from videor4.contracts.media import open_video
+from videor4.contracts.shard_schema import SHARD_IMAGE_TOKEN, CoTRow, ShardRow
 
 MEDIA_DIR = "qc_media"
 EVIDENCE_CONTROL = "evidence"
@@ -113,9 +113,9 @@ def _chat(row: ShardRow) -> list[dict[str, str]]:
         if msg.role == "system":
             continue
         text = msg.text
-        while IMAGE_PLACEHOLDER in text:
+        while SHARD_IMAGE_TOKEN in text:
             k += 1
-            text = text.replace(IMAGE_PLACEHOLDER, f"[image {k}]", 1)
+            text = text.replace(SHARD_IMAGE_TOKEN, f"[image {k}]", 1)
         turns.append({"author": msg.role, "text": text})
     return turns
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from videor4.curation.shard_schema import CoTRow, ShardRow
+from videor4.contracts.shard_schema import CoTRow, ShardRow
 
 REVIEWED = ("human_accept", "human_reject", "corrected")
 

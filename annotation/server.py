@@ -29,7 +29,7 @@ from pathlib import Path
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 
-from videor4.curation.errors import UserError
+from videor4.contracts.errors import UserError
 
 BIN_ENV = "VIDEOR4_LABEL_STUDIO_BIN"
 TOKEN_ENV = "VIDEOR4_LS_TOKEN"

@@ -25,8 +25,8 @@ import pyarrow.parquet as pq
 
 from videor4.annotation.client import TaskReview
 from videor4.annotation.labeling import EVIDENCE_CONTROL
-from videor4.curation.atomic import write_table_atomic
-from videor4.curation.shard_schema import QC, CoTRow, EvidenceItem, ShardRow, rows_to_table, table_to_rows
+from videor4.contracts.atomic import write_table_atomic
+from videor4.contracts.shard_schema import QC, CoTRow, EvidenceItem, ShardRow, rows_to_table, table_to_rows
 
 Label = Literal["accept", "reject", "corrected"]
 STATUS: dict[str, str] = {"accept": "human_accept", "reject": "human_reject", "corrected": "corrected"}

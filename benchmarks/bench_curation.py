@@ -27,7 +27,7 @@ M4_FRAMES = 1_320_000
 
 
 def decode_rate(root: Path) -> float:
-    from videor4.curation.media import open_video
+    from videor4.contracts.media import open_video
 
     n, t0 = 0, time.perf_counter()
     for video in sorted((root / "videos").glob("*.mp4")):
@@ -135,8 +135,8 @@ NO_DETECTOR = {"detector.backend": "none"}  # the issue's end-to-end: decode -> 
 
 def stage_table(root: Path, tmp: Path) -> None:
     """decode → dedupe → OCR → match alone (no synthesis), nothing cached; recall against OCR on every frame."""
+    from videor4.contracts.atomic import write_json_atomic
     from videor4.curation.analyze import video_ocr_json
-    from videor4.curation.atomic import write_json_atomic
 
     print("stage only (decode → dedupe → OCR → match, no trajectory synthesis), nothing cached; recall = share of "
           "the questions answered with OCR on every frame that are still answered:")
@@ -178,9 +178,9 @@ def stage_row(name: str, r: dict, base: set[int]) -> str:
 
 def stage_video(root: str, video_id: str, overrides: dict) -> dict:
     """Analyse and match one video, nothing cached (runs in this process or on a Dask worker)."""
+    from videor4.contracts.dataset import load_split, locate_media
     from videor4.curation.config import load_config
     from videor4.curation.curate_video import analyze_and_match
-    from videor4.curation.dataset import load_split, locate_media
     from videor4.curation.sample import SAMPLE_SPLIT
     from videor4.pipelines.curate_flow import _backends
 
@@ -193,7 +193,7 @@ def stage_video(root: str, video_id: str, overrides: dict) -> dict:
 
 def stage_rate(root: Path, overrides: dict, *, workers: int = 1, keep_analyses: bool = False) -> dict:
     """Frames/s of analysis + matching over every video, nothing cached; models loaded before the clock starts."""
-    from videor4.curation.dataset import load_split
+    from videor4.contracts.dataset import load_split
     from videor4.curation.sample import SAMPLE_SPLIT
 
     video_ids = load_split(root, SAMPLE_SPLIT).video_ids

@@ -21,7 +21,7 @@ from pathlib import Path
 import av
 import cv2
 
-from videor4.curation.media import MediaConfig, open_video
+from videor4.contracts.media import MediaConfig, open_video
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "samples" / "videos" / "pexels_scene_cut.mp4"
 WIDTH, HEIGHT, FRAMES, FPS = 1280, 720, 300, 30

@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from videor4.contracts.metrics import acc_score, anls_score, normalize_answer, prepare_answers, score_batch
 from videor4.training.eval_cli import score_predictions
-from videor4.training.metrics import acc_score, anls_score, normalize_answer, prepare_answers, score_batch
 
 SPLITS = ("t1s1val", "t1s2val", "t2val")
 

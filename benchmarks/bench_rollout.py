@@ -30,8 +30,9 @@ def main() -> None:
 
     import torch
 
-    from videor4.curation.ops import ToolCall, format_tool_call
-    from videor4.training.prompts import PromptConfig
+    from videor4.contracts.tool_protocol import ToolCall, format_tool_call
+    from videor4.contracts.view import PromptConfig
+    from videor4.curation.sample import sample_root
     from videor4.training.rollout import (
         HFEngine,
         HFEngineConfig,
@@ -41,7 +42,6 @@ def main() -> None:
         run_rollouts,
         video_executor_factory,
     )
-    from videor4.curation.sample import sample_root
     from videor4.training.tiny_model import build_tiny_model
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

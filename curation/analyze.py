@@ -20,14 +20,14 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from videor4.curation.atomic import write_json_atomic
+from videor4.contracts.atomic import write_json_atomic
+from videor4.contracts.dataset import VideoSource
+from videor4.contracts.media import open_video, uniform_indices
 from videor4.curation.config import CurationConfig
-from videor4.curation.dataset import VideoSource
 from videor4.curation.detect import Detector, create_detector
 from videor4.curation.evidence import Observation
-from videor4.curation.media import open_video
 from videor4.curation.ocr import OCRBackend, TextBox, create_ocr, load_precomputed_ocr
-from videor4.curation.sampling import NearDuplicateFilter, fps_indices, uniform_indices
+from videor4.curation.sampling import NearDuplicateFilter, fps_indices
 from videor4.curation.text_tracking import TextTracker
 
 ARTIFACT_VERSION = 2  # 2: region OCR / tracking counters

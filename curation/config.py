@@ -17,13 +17,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from videor4.contracts.errors import UserError, describe_validation_error
+from videor4.contracts.media import MediaConfig
+from videor4.contracts.shard_io import ShardConfig
 from videor4.curation.detect import DetectorConfig
-from videor4.curation.errors import UserError, describe_validation_error
 from videor4.curation.evidence import MatchConfig
-from videor4.curation.media import MediaConfig
 from videor4.curation.ocr import OCRConfig
 from videor4.curation.sampling import DedupeConfig
-from videor4.curation.shards import ShardConfig
 from videor4.curation.text_tracking import TrackingConfig
 from videor4.curation.trajectories import TrajectoryConfig
 

@@ -12,24 +12,24 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-
-import cv2
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
+
 from videor4 import __version__
+from videor4.contracts.atomic import write_json_atomic
+from videor4.contracts.dataset import QARecord, Reject, VideoSource, precomputed_ocr_path
+from videor4.contracts.executor import ClipCropExecutor
+from videor4.contracts.media import MediaError, open_video
+from videor4.contracts.shard_codec import to_image_ref
+from videor4.contracts.shard_schema import QC, CoTRow, EvidenceItem, Provenance, RLRow, VideoRef, make_sample_id
 from videor4.curation.analyze import VideoAnalysis, analyze_video
-from videor4.curation.atomic import write_json_atomic
 from videor4.curation.config import CurationConfig
-from videor4.curation.dataset import QARecord, Reject, VideoSource, precomputed_ocr_path
 from videor4.curation.detect import Detector
 from videor4.curation.evidence import QuestionSummary, match_video, propagate
-from videor4.curation.media import MediaError, open_video
 from videor4.curation.ocr import OCRBackend
-from videor4.curation.shard_schema import (QC, CoTRow, EvidenceItem, Provenance, RLRow, VideoRef,
-                                           make_sample_id)
-from videor4.curation.ops import ClipCropExecutor
-from videor4.curation.trajectories import Trajectory, TrajectorySynthesizer, split_bucket, to_image_ref
+from videor4.curation.trajectories import Trajectory, TrajectorySynthesizer, split_bucket
 
 SYNTHESIS_VERSION = 1
 

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from videor4.curation.errors import UserError
+from videor4.contracts.errors import UserError
 
 OpenCVClass = Literal["face", "person", "licence_plate"]
 

@@ -1,7 +1,7 @@
 """Evidence matching: which frames, and where in them, answer a question.
 
 Answers are compared to OCR text after the *official* EvalAI answer
-processing (``videor4.training.metrics.normalize_answer``), so "evidence found"
+processing (``videor4.contracts.metrics.normalize_answer``), so "evidence found"
 means the same thing as "a model reading this text would score Acc = 1".
 Answers split over several OCR boxes (two words detected separately, a
 two-line sign) are found by also matching merged neighbouring boxes. The
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from videor4.curation.dataset import QARecord
-from videor4.training.metrics import edit_distance, normalize_answer
+from videor4.contracts.dataset import QARecord
+from videor4.contracts.metrics import edit_distance, normalize_answer
 
 # Words that carry no evidence: wh-words, auxiliaries and the like. Kept short on purpose:
 # an over-eager list would hide real key phrases such as "time" or "name".

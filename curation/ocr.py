@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from videor4.curation.errors import UserError
+from videor4.contracts.errors import UserError
 
 PRECOMPUTED_NAME = "precomputed"
 PRECOMPUTED_VERSION = "m4-vitevqa video_ocr"

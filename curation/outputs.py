@@ -13,7 +13,7 @@ from dataclasses import asdict
 
 import pyarrow as pa
 
-from videor4.curation.dataset import Reject
+from videor4.contracts.dataset import Reject
 from videor4.curation.evidence import QuestionSummary
 
 EVIDENCE_SCHEMA = pa.schema([

@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from videor4 import __version__
-from videor4.curation.atomic import write_json_atomic
+from videor4.contracts.atomic import write_json_atomic
+from videor4.contracts.errors import UserError
 from videor4.curation.config import CurationConfig
-from videor4.curation.errors import UserError
 
 RUN_FILE = "run.json"
 

@@ -20,19 +20,6 @@ THUMB_SIZE = (64, 36)  # (w, h): 20x20-pixel cells on 1280x720, small enough to 
 _DHASH_SIZE = 8  # 8x8 = 64-bit difference hash
 
 
-def uniform_indices(num_frames: int, n: int) -> list[int]:
-    """``n`` frames at the centres of ``n`` equal segments (as Qwen2.5-VL / Video-R1 sample).
-
-    Returns every frame when ``n >= num_frames``; sorted and unique because the
-    segments are at least one frame long.
-    """
-    if n <= 0:
-        raise ValueError(f"number of frames to sample must be positive, got {n}")
-    if n >= num_frames:
-        return list(range(max(num_frames, 0)))
-    return [int((i + 0.5) * num_frames / n) for i in range(n)]
-
-
 def fps_indices(num_frames: int, native_fps: float, target_fps: float) -> list[int]:
     """Frames at ``target_fps``: the frame shown at each time ``k / target_fps``.
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from videor4.curation.errors import UserError
+from videor4.contracts.errors import UserError
 
 
 def _shards_dir(path: Path) -> Path:
@@ -18,15 +18,15 @@ def _shards_dir(path: Path) -> Path:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from videor4.curation.shards import read_manifest
+    from videor4.contracts.shard_io import read_manifest
 
     print(json.dumps(read_manifest(_shards_dir(args.shards)), indent=2))
     return 0
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from videor4.curation.atomic import write_text_atomic
-    from videor4.curation.shards import read_manifest, read_shard_file, shard_files
+    from videor4.contracts.atomic import write_text_atomic
+    from videor4.contracts.shard_io import read_manifest, read_shard_file, shard_files
     from videor4.curation.viewer import render_sample_html
 
     path: Path = args.shard

@@ -22,24 +22,25 @@ from __future__ import annotations
 
 import hashlib
 import random
-
-import cv2
-import numpy as np
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import cv2
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from videor4.curation.dataset import QARecord
+from videor4.contracts.chat import Turn, build_messages
+from videor4.contracts.dataset import QARecord
+from videor4.contracts.executor import ClipCropExecutor, ImageRef, OpsConfig, ToolObservation
+from videor4.contracts.media import VideoReader, uniform_indices
+from videor4.contracts.metrics import normalize_answer
+from videor4.contracts.shard_codec import chat_to_shard_messages
+from videor4.contracts.shard_schema import Message, make_sample_id
+from videor4.contracts.tool_protocol import ToolCall, format_tool_call
+from videor4.contracts.view import PromptConfig, display_size
 from videor4.curation import evidence
 from videor4.curation.evidence import MatchConfig, answer_match_score, best_answer_reading
-from videor4.curation.media import VideoReader
 from videor4.curation.ocr import OCRBackend
-from videor4.curation.ops import ClipCropExecutor, ImageRef, Observation, OpsConfig, ToolCall, format_tool_call
-from videor4.curation.sampling import uniform_indices
-from videor4.curation.shard_schema import IMAGE_PLACEHOLDER, MediaRef, Message, make_sample_id
-from videor4.training.metrics import normalize_answer
-from videor4.training.prompts import PromptConfig, Turn, build_messages, display_size
 
 
 class TrajectoryConfig(BaseModel):
@@ -238,7 +239,7 @@ class TrajectorySynthesizer:
     def _intro(self, record: QARecord, rng: random.Random) -> str:
         return rng.choice(_INTRO).format(q=record.question.strip(), n=len(self.initial_frames), dur=self.duration)
 
-    def _call(self, ex: ClipCropExecutor, name: str, **arguments) -> tuple[str, Observation]:
+    def _call(self, ex: ClipCropExecutor, name: str, **arguments) -> tuple[str, ToolObservation]:
         call = ToolCall(name, arguments)
         return format_tool_call(call), ex.execute(call)
 
@@ -345,7 +346,7 @@ class TrajectorySynthesizer:
                             reading=self._read(region, record.answers),
                             thought=lambda _, answer: f"{saw} " + rng.choice(_FINAL).format(a=answer))
 
-    def _evidence_in(self, obs: Observation, rows: Sequence[dict], ex: ClipCropExecutor, readable_only: bool = False,
+    def _evidence_in(self, obs: ToolObservation, rows: Sequence[dict], ex: ClipCropExecutor, readable_only: bool = False,
                      skip: set[int] = frozenset()) -> tuple[int, ImageRef, dict] | None:
         """The best-scoring answer row on a frame the observation returned: (image number, ref, row)."""
         first = len(ex.context) - len(obs.refs) + 1
@@ -433,55 +434,3 @@ def read_view(ocr: OCRBackend, image: np.ndarray, answers: Sequence[str], match:
         if best[0] >= match.min_fuzzy_similarity:
             break
     return best
-
-
-def to_media_ref(ref: ImageRef, jpeg: bytes | None = None) -> MediaRef:
-    return MediaRef(frame_index=ref.frame_index, timestamp_s=ref.timestamp_s,
-                    bbox=None if ref.bbox is None else [float(v) for v in ref.bbox], jpeg=jpeg)
-
-
-def to_image_ref(ref: MediaRef | dict) -> ImageRef:
-    d = ref if isinstance(ref, dict) else ref.model_dump()
-    return ImageRef(int(d["frame_index"]), float(d["timestamp_s"]), None if d["bbox"] is None else tuple(d["bbox"]))
-
-
-def chat_to_shard_messages(messages: Sequence[dict], refs: Sequence[ImageRef]) -> list[Message]:
-    """HF-style chat (content parts) → shard messages: text with ``<image>`` placeholders + refs in order."""
-    out: list[Message] = []
-    it = iter(refs)
-    for m in messages:
-        content = m["content"]
-        if isinstance(content, str):
-            out.append(Message(role=m["role"], text=content))
-            continue
-        parts, images = [], []
-        for part in content:
-            if part.get("type") == "image":
-                parts.append(IMAGE_PLACEHOLDER)
-                images.append(to_media_ref(next(it)))
-            else:
-                parts.append(part.get("text", ""))
-        out.append(Message(role=m["role"], text="".join(parts), images=images))
-    return out
-
-
-def shard_messages_to_chat(messages: Sequence[Message | dict]) -> tuple[list[dict], list[ImageRef]]:
-    """The exact inverse: shard messages → HF-style chat with image parts, and the refs to render, in order."""
-    chat: list[dict] = []
-    refs: list[ImageRef] = []
-    for m in messages:
-        d = m if isinstance(m, dict) else m.model_dump()
-        images = d.get("images") or []
-        if not images and d["role"] in ("system", "assistant"):
-            chat.append({"role": d["role"], "content": d["text"]})
-            continue
-        pieces = d["text"].split(IMAGE_PLACEHOLDER)
-        content: list[dict] = []
-        for k, piece in enumerate(pieces):
-            if piece:
-                content.append({"type": "text", "text": piece})
-            if k < len(pieces) - 1:
-                content.append({"type": "image"})
-        refs.extend(to_image_ref(r) for r in images)
-        chat.append({"role": d["role"], "content": content})
-    return chat, refs

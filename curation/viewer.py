@@ -15,10 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from videor4.curation.media import open_video
-from videor4.curation.ops import ClipCropExecutor
-from videor4.curation.shard_schema import IMAGE_PLACEHOLDER, CoTRow, MediaRef, ShardRow
-from videor4.curation.trajectories import to_image_ref
+from videor4.contracts.executor import ClipCropExecutor
+from videor4.contracts.media import open_video
+from videor4.contracts.shard_codec import to_image_ref
+from videor4.contracts.shard_schema import SHARD_IMAGE_TOKEN, CoTRow, MediaRef, ShardRow
 
 GREEN, ORANGE = (40, 200, 60), (255, 150, 0)
 
@@ -125,7 +125,7 @@ def _page(row: ShardRow, r: _Renderer) -> str:
 
 def _message_html(role: str, text: str, images: list[MediaRef], r: _Renderer,
                   crops_from: dict[int, list[list[float]]]) -> str:
-    pieces = text.split(IMAGE_PLACEHOLDER)
+    pieces = text.split(SHARD_IMAGE_TOKEN)
     body: list[str] = []
     for k, piece in enumerate(pieces):
         body.append(html.escape(piece))

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from videor4 import __version__
-from videor4.curation.errors import UserError
+from videor4.contracts.errors import UserError
 
 # command -> (module that registers it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {

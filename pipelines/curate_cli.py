@@ -48,7 +48,7 @@ def config_from_args(args: argparse.Namespace):
 
 def run_from_args(args: argparse.Namespace, data_root: Path, split: str, out: Path) -> int:
     prefect_env.configure()
-    from videor4.curation.errors import UserError
+    from videor4.contracts.errors import UserError
     from videor4.pipelines.curate_flow import run_curate
 
     if args.limit is not None and args.limit <= 0:
@@ -65,7 +65,7 @@ def run_from_args(args: argparse.Namespace, data_root: Path, split: str, out: Pa
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from videor4.curation.errors import UserError
+    from videor4.contracts.errors import UserError
 
     if args.out is None:
         raise UserError("--out is required")

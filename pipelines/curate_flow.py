@@ -20,18 +20,25 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
 from videor4 import __version__
+from videor4.contracts.atomic import write_json_atomic, write_table_atomic
+from videor4.contracts.dataset import (
+    QARecord,
+    Reject,
+    SplitData,
+    VideoSource,
+    load_split,
+    locate_media,
+    missing_media_rejects,
+)
+from videor4.contracts.errors import UserError
+from videor4.contracts.shard_io import content_hash, counts, write_manifest, write_stage
 from videor4.curation.analyze import video_ocr_json
-from videor4.curation.atomic import write_json_atomic, write_table_atomic
 from videor4.curation.config import CurationConfig
 from videor4.curation.curate_video import VideoResult, curate_video
-from videor4.curation.dataset import QARecord, Reject, SplitData, VideoSource, load_split, locate_media, \
-    missing_media_rejects
 from videor4.curation.detect import create_detector
-from videor4.curation.errors import UserError
 from videor4.curation.ocr import OCRConfig, create_ocr
 from videor4.curation.outputs import candidates_table, evidence_table, questions_table, rejects_table
 from videor4.curation.run_manifest import finish_run, start_run
-from videor4.curation.shards import content_hash, counts, write_manifest, write_stage
 
 
 @dataclass

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from videor4.curation.errors import UserError
+from videor4.contracts.errors import UserError
 
 STARTUP_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 # Generous: a cold first start (migrations on a busy, slow disk) has been seen to take ~45 s on 2 cores.

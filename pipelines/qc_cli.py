@@ -29,9 +29,16 @@ def _api_key(args: argparse.Namespace) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from videor4.annotation.server import (CREDENTIALS_FILE, TOKEN_ENV, LabelStudioServer, ServerConfig, free_port,
-                                           stop_detached, wait_forever)
-    from videor4.curation.errors import UserError
+    from videor4.annotation.server import (
+        CREDENTIALS_FILE,
+        TOKEN_ENV,
+        LabelStudioServer,
+        ServerConfig,
+        free_port,
+        stop_detached,
+        wait_forever,
+    )
+    from videor4.contracts.errors import UserError
 
     if args.stop:
         pid = stop_detached(args.ls_data_dir)
@@ -61,7 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     prefect_env.configure()
     from videor4.annotation.routing import RoutingConfig
-    from videor4.curation.errors import UserError
+    from videor4.contracts.errors import UserError
     from videor4.pipelines.qc_flows import preflight, qc_push, resolve_data_root
 
     try:
@@ -92,7 +99,7 @@ def _pull(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from videor4.annotation.client import QCClient
     from videor4.annotation.server import is_healthy
-    from videor4.curation.errors import UserError
+    from videor4.contracts.errors import UserError
 
     if not is_healthy(args.url):
         raise UserError(f"Label Studio is not reachable at {args.url}; start it with `videor4 qc serve`")
@@ -104,7 +111,7 @@ def _status(args: argparse.Namespace) -> int:
         out["tasks"] = len(reviews)
         out["annotated"] = sum(bool(r.annotations) for r in reviews)
     if args.shards:
-        from videor4.curation.shards import qc_summary
+        from videor4.contracts.shard_io import qc_summary
 
         out["shards_qc"] = qc_summary(args.shards)
     print(json.dumps(out, indent=2))

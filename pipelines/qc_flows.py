@@ -24,12 +24,19 @@ from tqdm import tqdm
 from videor4.annotation.client import LabelStudioUnavailable, QCClient
 from videor4.annotation.labeling import MediaTarget, build_task, label_config
 from videor4.annotation.routing import RoutingConfig, route
-from videor4.annotation.verdicts import (Resynthesize, Verdict, agreement, apply_verdicts, read_rejects, resolve,
-                                         write_rejects)
+from videor4.annotation.verdicts import (
+    Resynthesize,
+    Verdict,
+    agreement,
+    apply_verdicts,
+    read_rejects,
+    resolve,
+    write_rejects,
+)
+from videor4.contracts.errors import UserError
+from videor4.contracts.shard_io import read_manifest, read_stage, write_manifest, write_stage
+from videor4.contracts.shard_schema import COT_STAGES, RL_STAGES, CoTRow, EvidenceItem, RLRow, ShardRow
 from videor4.curation.config import CurationConfig
-from videor4.curation.errors import UserError
-from videor4.curation.shard_schema import COT_STAGES, RL_STAGES, CoTRow, EvidenceItem, RLRow, ShardRow
-from videor4.curation.shards import read_manifest, read_stage, write_manifest, write_stage
 
 STAGES = (*COT_STAGES, *RL_STAGES)
 _COMPUTED_MANIFEST_KEYS = ("schema_version", "counts", "targets", "reached", "qc")
@@ -74,7 +81,7 @@ class PullSummary:
                 f"agreement: {agree}"]
 
 
-# --- shard I/O (one reader/writer: videor4.curation.shards) ----------------------------------------------------
+# --- shard I/O (one reader/writer: videor4.contracts.shard_io) ------------------------------------------------
 def load_rows(shards: Path) -> dict[str, list[ShardRow]]:
     if not Path(shards).is_dir():
         raise UserError(f"{shards}: no such shards directory")
@@ -208,8 +215,8 @@ def make_resynthesizer(data_root: Path, cfg: CurationConfig = CurationConfig()) 
     re-built by executing clip/crop on the video and re-verified by re-OCR, exactly as in curation. The OCR
     backend is created on first use, so a pull without corrections never loads it.
     """
-    from videor4.curation.dataset import QARecord
-    from videor4.curation.media import open_video
+    from videor4.contracts.dataset import QARecord
+    from videor4.contracts.media import open_video
     from videor4.curation.ocr import create_ocr
     from videor4.curation.trajectories import TrajectorySynthesizer
 

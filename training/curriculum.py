@@ -25,12 +25,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from videor4.curation.atomic import write_json_atomic, write_text_atomic
-from videor4.curation.errors import UserError, describe_validation_error
-from videor4.curation.ops import OpsConfig
-from videor4.curation.shard_schema import COT_STAGES, RL_STAGES, CoTRow, RLRow
+from videor4.contracts.atomic import write_json_atomic, write_text_atomic
+from videor4.contracts.errors import UserError, describe_validation_error
+from videor4.contracts.executor import OpsConfig
+from videor4.contracts.shard_schema import COT_STAGES, RL_STAGES, CoTRow, RLRow
+from videor4.contracts.view import PromptConfig
 from videor4.training.grpo_config import GRPOConfig
-from videor4.training.prompts import PromptConfig
 from videor4.training.sft_config import SFTConfig
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"

@@ -24,9 +24,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from videor4.curation.dataset import QARecord, load_annotation_file
-from videor4.curation.errors import UserError
-from videor4.training.metrics import prepare_answers
+from videor4.contracts.dataset import QARecord, load_annotation_file
+from videor4.contracts.errors import UserError
+from videor4.contracts.metrics import prepare_answers
 
 # QARecord fields a score can be broken down by; the loader already maps the
 # official label typos ("Mutli frames", "TEXT") to the canonical labels.

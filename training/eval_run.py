@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from videor4.curation.errors import UserError
+from videor4.contracts.errors import UserError
 
 TRANSCRIPTS_SUFFIX = ".transcripts.jsonl"
 
@@ -88,10 +88,10 @@ def evaluate(
     device: str = "auto",
 ) -> dict[str, Any]:
     """Run (or resume) inference over a split and return the scores of ``score_predictions`` plus run stats."""
-    from videor4.curation.dataset import annotation_path, load_split, locate_media
-    from videor4.curation.ops import OpsConfig
+    from videor4.contracts.dataset import annotation_path, load_split, locate_media
+    from videor4.contracts.executor import OpsConfig
+    from videor4.contracts.view import PromptConfig
     from videor4.training.eval_cli import score_predictions
-    from videor4.training.prompts import PromptConfig
     from videor4.training.rollout import RolloutConfig, RolloutSample
 
     model_dir, data_root, out = Path(model_dir), Path(data_root), Path(out)
@@ -150,7 +150,7 @@ def _infer(
 ) -> Counter[str]:
     from tqdm import tqdm
 
-    from videor4.curation.atomic import write_text_atomic
+    from videor4.contracts.atomic import write_text_atomic
     from videor4.training.rollout import HFEngine, HFEngineConfig, run_rollouts, video_executor_factory
 
     if engine_name == "vllm":
@@ -183,7 +183,7 @@ def _predictions_text(done: dict[int, str]) -> str:
 
 def _resume(out: Path) -> dict[int, str]:
     """Predictions already committed; transcripts of uncommitted batches are dropped so lines match."""
-    from videor4.curation.atomic import write_text_atomic
+    from videor4.contracts.atomic import write_text_atomic
 
     done: dict[int, str] = {}
     if out.exists():

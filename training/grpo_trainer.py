@@ -26,13 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from videor4.curation.errors import UserError
-from videor4.curation.media import MediaConfig, open_video
-from videor4.curation.ops import ClipCropExecutor, OpsConfig
-from videor4.curation.shard_schema import RLRow
+from videor4.contracts.errors import UserError
+from videor4.contracts.executor import ClipCropExecutor, OpsConfig
+from videor4.contracts.media import MediaConfig, open_video
+from videor4.contracts.shard_schema import RLRow
+from videor4.contracts.view import PromptConfig, display_size
 from videor4.training.features import FeatureEncoder, VisionTowerEncoder
 from videor4.training.grpo_config import GRPOConfig
-from videor4.training.prompts import PromptConfig, display_size
 from videor4.training.rewards import accuracy_reward, compute_rewards, required_features
 from videor4.training.rollout import (
     HFEngine,

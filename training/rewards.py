@@ -22,17 +22,15 @@ Edge cases (documented because each changes what the policy is pushed towards):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from videor4.curation.errors import UserError
-from videor4.curation.ops import ToolCall, parse_tool_calls
-from videor4.training.answer_extraction import extract_answer
-from videor4.training.metrics import acc_score, anls_score
+from videor4.contracts.errors import UserError
+from videor4.contracts.metrics import acc_score, anls_score
+from videor4.contracts.tool_protocol import extract_answer, well_formed
 
 RewardFn = Callable[..., list[float]]
 Completion = Sequence[str]  # the assistant turns of one rollout, in order
@@ -89,24 +87,6 @@ def accuracy_anls_reward(completions: Sequence[Completion], answers: Sequence[Se
 
 
 # --- format -------------------------------------------------------------------------------------------------
-_THINK = r"\s*<think>(?:(?!</?think>).)+</think>\s*"
-_ANSWER_TURN = re.compile(_THINK + r"<answer>(?:(?!</?answer>).)+</answer>\s*", re.DOTALL)
-_CALL_TURN = re.compile(_THINK + r"(?:<tool_call>(?:(?!</?tool_call>).)+</tool_call>\s*)+", re.DOTALL)
-
-
-def well_formed(turns: Completion | str) -> bool:
-    """Every turn is ``<think>…</think>`` then either valid tool calls or one ``<answer>…</answer>``; the last
-    turn answers. A call must parse as JSON ``{"name", "arguments"}`` — an unparseable call is a format error
-    even though the executor returns an error observation for it."""
-    turns = [turns] if isinstance(turns, str) else list(turns)
-    if not turns or not _ANSWER_TURN.fullmatch(turns[-1]):
-        return False
-    for turn in turns[:-1]:
-        if not _CALL_TURN.fullmatch(turn) or not all(isinstance(c, ToolCall) for c in parse_tool_calls(turn)):
-            return False
-    return True
-
-
 @register_reward("format")
 def format_reward(completions: Sequence[Completion], **_: Any) -> list[float]:
     return [float(well_formed(c)) for c in completions]

@@ -3,7 +3,7 @@
 The loop is engine-agnostic: a :class:`RolloutEngine` turns a batch of :class:`PromptState` (token ids +
 images) into one assistant turn each. :class:`HFEngine` uses ``transformers`` ``generate`` (CPU tests, small
 GPUs); ``videor4.training.vllm_engine.VLLMEngine`` uses vLLM on GPUs. Tool calls run through the shared
-``ClipCropExecutor``, and every piece of text is rendered by ``videor4.training.prompts``, so a rollout's token
+``ClipCropExecutor``, and every piece of text is rendered by ``videor4.contracts.chat``, so a rollout's token
 ids are exactly the ids SFT would build for the same conversation (tested).
 
 Token bookkeeping: the ids the engine generated are kept verbatim (never re-tokenized) and are the only ones
@@ -19,7 +19,6 @@ observation turns are 0. A rollout ends with one stop reason:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,36 +28,31 @@ import numpy as np
 from pydantic import BaseModel, Field
 from tqdm import tqdm
 
-from videor4.curation.errors import UserError
-from videor4.curation.ops import (
-    ClipCropExecutor,
-    ImageRef,
-    Observation,
-    OpsConfig,
-    ToolCall,
-    ToolCallError,
-    parse_tool_calls,
-)
-from videor4.training.answer_extraction import extract_answer
-from videor4.training.prompts import (
+from videor4.contracts.chat import (
     GENERATION_PROMPT,
+    VISION_TOKENS,
     EncodedImages,
-    PromptConfig,
     Turn,
     build_messages,
-    display_size,
     encode_chat,
     encode_images,
-    fit_image,
     message_segments,
     observation_content,
     tokenize_segments,
 )
-from videor4.training.tiny_model import VISION_TOKENS
+from videor4.contracts.errors import UserError
+from videor4.contracts.executor import ClipCropExecutor, ImageRef, OpsConfig, ToolObservation
+from videor4.contracts.tool_protocol import (
+    TOOL_STOP,
+    ToolCall,
+    ToolCallError,
+    extract_answer,
+    has_answer,
+    parse_tool_calls,
+)
+from videor4.contracts.view import PromptConfig, display_size, fit_image
 
 StopReason = Literal["answer", "eos", "max_calls", "max_images", "max_tokens"]
-TOOL_STOP = "</tool_call>"
-_ANSWER = re.compile(r"<answer>.*?</answer>", re.IGNORECASE | re.DOTALL)
 
 
 class RolloutConfig(BaseModel):
@@ -118,7 +112,7 @@ class Rollout:
     encoded: EncodedImages  # processed pixels of ``images`` (for the trainer's forward pass)
     turns: list[Turn]  # assistant texts with their observations
     calls: list[ToolCall | ToolCallError]
-    observations: list[Observation]
+    observations: list[ToolObservation]
     messages: list[dict[str, Any]]  # the chat (with image placeholders), as SFT would store it
     final_text: str
     answer: str
@@ -159,7 +153,7 @@ class _Live:
         self.append(gen.token_ids, 1)
         self.turns.append(Turn(gen.text))
         self.messages.append({"role": "assistant", "content": gen.text})
-        if _ANSWER.search(gen.text):
+        if has_answer(gen.text):
             return "answer"
         if not gen.finished:
             return "max_tokens"
@@ -252,8 +246,7 @@ def run_rollouts(
 
 def video_executor_factory(config: RolloutConfig, media_config: Any = None) -> Callable[[RolloutSample], ClipCropExecutor]:
     """Executors over ``sample.source`` (mp4 or frame folder) with ``prompt.num_frames`` uniform initial frames."""
-    from videor4.curation.media import MediaConfig, open_video
-    from videor4.curation.sampling import uniform_indices
+    from videor4.contracts.media import MediaConfig, open_video, uniform_indices
 
     media_config = media_config or MediaConfig()
 

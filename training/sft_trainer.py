@@ -2,7 +2,7 @@
 
 Why the chat is re-rendered here instead of stored as tokens: shards keep media as references, so every
 observation is re-executed on the video with the shared ``ClipCropExecutor`` (or decoded from embedded JPEG
-bytes) and the conversation goes through ``videor4.training.prompts.encode_chat`` — the same rendering the rollout
+bytes) and the conversation goes through ``videor4.contracts.chat.encode_chat`` — the same rendering the rollout
 loop and evaluation use. The loss is next-token NLL on assistant tokens only (their text and closing
 ``<|im_end|>``); system, question, frames and tool observations are context.
 
@@ -33,14 +33,15 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from videor4.curation.atomic import write_json_atomic, write_text_atomic
-from videor4.curation.errors import UserError
-from videor4.curation.media import MediaConfig, open_video
-from videor4.curation.ops import ClipCropExecutor, OpsConfig
-from videor4.curation.shard_schema import CoTRow, ShardRow
-from videor4.curation.shards import read_stage
-from videor4.curation.trajectories import shard_messages_to_chat
-from videor4.training.prompts import EncodedChat, PromptConfig, display_size, encode_chat, fit_image
+from videor4.contracts.atomic import write_json_atomic, write_text_atomic
+from videor4.contracts.chat import EncodedChat, encode_chat
+from videor4.contracts.errors import UserError
+from videor4.contracts.executor import ClipCropExecutor, OpsConfig
+from videor4.contracts.media import MediaConfig, open_video
+from videor4.contracts.shard_codec import shard_messages_to_chat
+from videor4.contracts.shard_io import read_stage
+from videor4.contracts.shard_schema import CoTRow, ShardRow
+from videor4.contracts.view import PromptConfig, display_size, fit_image
 from videor4.training.rollout import PromptState, collate
 from videor4.training.sft_config import OptimConfig, SFTConfig
 

@@ -16,19 +16,18 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from videor4.contracts.chat import VISION_TOKENS
+from videor4.contracts.tool_protocol import TOOL_CALL_TOKENS
+
 # Special tokens of Qwen2.5-VL (names as in the released tokenizer). ``<tool_call>`` / ``</tool_call>`` are
 # added (non-special) tokens there too, so a stop on ``</tool_call>`` ends on a token boundary.
 SPECIAL_TOKENS = [
     "<|endoftext|>",
     "<|im_start|>",
     "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
+    *VISION_TOKENS,
 ]
-ADDED_TOKENS = ["<tool_call>", "</tool_call>"]
-VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+ADDED_TOKENS = list(TOOL_CALL_TOKENS)
 
 # The chat template shipped with Qwen2.5-VL-*-Instruct (chat_template.json), verbatim.
 QWEN2_5_VL_CHAT_TEMPLATE = (

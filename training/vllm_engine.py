@@ -24,9 +24,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from videor4.curation.errors import UserError
+from videor4.contracts.chat import VISION_TOKENS
+from videor4.contracts.errors import UserError
 from videor4.training.rollout import Generation, PromptState, decode_turn
-from videor4.training.tiny_model import VISION_TOKENS
 
 
 class VLLMEngineConfig(BaseModel):

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from videor4.annotation.server import LabelStudioServer, ServerConfig, find_binary, free_port
-from videor4.curation.errors import UserError
+from videor4.contracts.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 LS_VERSION = "1.23.2"
@@ -108,9 +108,18 @@ def sample_rows() -> list:
     """
     import json
 
+    from videor4.contracts.shard_schema import (
+        QC,
+        CoTRow,
+        EvidenceItem,
+        MediaRef,
+        Message,
+        Provenance,
+        RLRow,
+        VideoRef,
+        make_sample_id,
+    )
     from videor4.curation.sample import load_answer_frames, sample_annotation_path
-    from videor4.curation.shard_schema import (QC, CoTRow, EvidenceItem, MediaRef, Message, Provenance, RLRow,
-                                               VideoRef, make_sample_id)
 
     records = {r["question_id"]: r for r in json.loads(sample_annotation_path().read_text())["data"]}
     frames = load_answer_frames()
@@ -154,7 +163,7 @@ def sample_rows() -> list:
 
 def write_sample_shards(shards: Path, data_root: Path) -> list:
     """Write :func:`sample_rows` with the toolkit's one shard writer, plus a manifest naming the data root."""
-    from videor4.curation.shards import write_manifest, write_stage
+    from videor4.contracts.shard_io import write_manifest, write_stage
 
     rows = sample_rows()
     for stage in ("drp", "crp", "rld", "rlc"):

@@ -17,7 +17,7 @@ import requests
 from videor4.annotation.client import QCClient
 from videor4.annotation.routing import RoutingConfig
 from videor4.annotation.verdicts import REJECTS_FILE, read_rejects
-from videor4.curation.shards import content_hash, iter_rows, read_manifest, shard_files
+from videor4.contracts.shard_io import content_hash, iter_rows, read_manifest, shard_files
 from videor4.pipelines.cli import main
 from videor4.pipelines.qc_flows import qc_pull, qc_push
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from videor4.curation.dataset import (load_annotation_file, load_split, locate_media, missing_media_rejects)
-from videor4.curation.errors import UserError
+from videor4.contracts.dataset import load_annotation_file, load_split, locate_media, missing_media_rejects
+from videor4.contracts.errors import UserError
 
 
 @pytest.mark.parametrize("split,n_qa,n_videos", [("t1s1val", 1971, 596), ("t1s2val", 1620, 525), ("t2val", 762, 179)])

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
+from videor4.contracts.errors import UserError
 from videor4.curation.detect import Detection, Detector, DetectorConfig, create_detector
-from videor4.curation.errors import UserError
 
 IMAGES = Path(__file__).resolve().parents[1] / "data" / "images"
 # Frame 120 of pexels_scene_cut.mp4 at 540x960: a woman (left) and a man (right) facing the camera.

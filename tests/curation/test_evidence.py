@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from videor4.curation.dataset import QARecord
+from videor4.contracts.dataset import QARecord
 from videor4.curation.evidence import MatchConfig, Observation, key_phrases, match_question, propagate
 
 CFG = MatchConfig()

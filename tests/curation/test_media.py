@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from videor4.curation.errors import UserError
-from videor4.curation.media import MediaConfig, MediaError, VideoReader, open_video
+from videor4.contracts.errors import UserError
+from videor4.contracts.media import MediaConfig, MediaError, VideoReader, open_video
 
 NUM_FRAMES, WIDTH, HEIGHT, FPS = 48, 320, 240, 24
 DECODERS = ("opencv", "pyav", "decord")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from videor4.curation.errors import UserError
+from videor4.contracts.errors import UserError
 from videor4.curation.ocr import (
     OCRBackend,
     OCRConfig,

@@ -2,7 +2,7 @@
 
 The executor is tested against an in-memory ``VideoReader`` (random frames, 10 fps) so crops can be
 compared pixel by pixel with numpy slicing of the known source; one test also runs it on a real decoded
-video through ``videor4.curation.media.open_video``.
+video through ``videor4.contracts.media.open_video``.
 """
 
 from __future__ import annotations
@@ -13,15 +13,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pytest
 
-from videor4.curation.ops import (
-    ClipCropExecutor,
-    ImageRef,
-    OpsConfig,
-    ToolCall,
-    ToolCallError,
-    format_tool_call,
-    parse_tool_calls,
-)
+from videor4.contracts.executor import ClipCropExecutor, ImageRef, OpsConfig
+from videor4.contracts.tool_protocol import ToolCall, ToolCallError, format_tool_call, parse_tool_calls
 
 W, H, FPS, N = 320, 180, 10.0, 30
 
@@ -247,8 +240,9 @@ def test_deterministic_and_cached(frames) -> None:
 
 def test_on_real_decoded_video(tmp_path) -> None:
     """The same ops on a real (tiny) mp4 via the media module's open_video."""
-    media = pytest.importorskip("videor4.curation.media")
-    cv2 = pytest.importorskip("cv2")
+    import cv2
+
+    from videor4.contracts import media
     path = tmp_path / "clip.mp4"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (160, 96))
     for i in range(20):

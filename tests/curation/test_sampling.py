@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from videor4.curation.sampling import DedupeConfig, NearDuplicateFilter, fps_indices, uniform_indices
+from videor4.contracts.media import uniform_indices
+from videor4.curation.sampling import DedupeConfig, NearDuplicateFilter, fps_indices
 
 IMAGES = Path(__file__).resolve().parents[1] / "data" / "images"
 

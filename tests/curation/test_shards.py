@@ -14,13 +14,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import SampleRun
+from videor4.contracts.executor import ClipCropExecutor
+from videor4.contracts.media import open_video
+from videor4.contracts.shard_codec import shard_messages_to_chat, to_image_ref
+from videor4.contracts.shard_io import content_hash, read_manifest, read_stage, shard_files
+from videor4.contracts.shard_schema import COT_SCHEMA, RL_SCHEMA, CoTRow
+from videor4.contracts.tool_protocol import parse_tool_calls
 from videor4.curation.config import load_config
-from videor4.curation.media import open_video
-from videor4.curation.ops import ClipCropExecutor, parse_tool_calls
 from videor4.curation.sample import SAMPLE_SPLIT, sample_root
-from videor4.curation.shard_schema import COT_SCHEMA, RL_SCHEMA, CoTRow
-from videor4.curation.shards import content_hash, read_manifest, read_stage, shard_files
-from videor4.curation.trajectories import shard_messages_to_chat, to_image_ref
 from videor4.pipelines.cli import main
 from videor4.pipelines.curate_flow import run_curate
 

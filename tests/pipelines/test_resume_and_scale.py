@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+
+from videor4.contracts.shard_io import content_hash, iter_rows
 from videor4.curation.config import load_config
 from videor4.curation.sample import SAMPLE_SPLIT, sample_root
-from videor4.curation.shards import content_hash, iter_rows
 from videor4.pipelines.cli import main
 from videor4.pipelines.curate_flow import run_curate
 

@@ -28,7 +28,7 @@ def tiny_processor(tiny_model_dir: Path):
 
 @pytest.fixture(scope="session")
 def tiny_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real 3 s, 10 fps, 224x128 mp4 whose frames show their index (decoded through curation.media)."""
+    """A real 3 s, 10 fps, 224x128 mp4 whose frames show their index (decoded through contracts.media)."""
     import cv2
     import numpy as np
 

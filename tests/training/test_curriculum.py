@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from videor4.curation.errors import UserError
+from tests.training.toy_data import OPS, PROMPT, toy_dataset
+from videor4.contracts.errors import UserError
 from videor4.pipelines.cli import main
 from videor4.training.curriculum import RECIPES_DIR, load_recipe
-
-from tests.training.toy_data import OPS, PROMPT, toy_dataset
 
 STAGES = ["drp-sft", "rld", "crp-sft", "rlc"]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from videor4.contracts.metrics import acc_score, anls_score
 from videor4.pipelines.cli import main
 from videor4.training.eval_cli import score_predictions
-from videor4.training.metrics import acc_score, anls_score
 
 
 @pytest.fixture(scope="module")

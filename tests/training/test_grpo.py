@@ -10,15 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from videor4.curation.ops import ToolCall, format_tool_call
-from videor4.curation.shards import read_stage
+from tests.training.toy_data import OPS, PROMPT, toy_dataset
+from videor4.contracts.shard_io import read_stage
+from videor4.contracts.tool_protocol import ToolCall, format_tool_call
 from videor4.training.grpo_config import GRPOConfig
 from videor4.training.grpo_trainer import GRPOTrainer, clipped_objective, group_advantages, zero_signal_groups
 from videor4.training.rewards import REWARDS, RewardSpec, register_reward, video_r4_rewards
 from videor4.training.rollout import ScriptedEngine
 from videor4.training.sft_trainer import batch_inputs, load_policy, read_metrics
-
-from tests.training.toy_data import OPS, PROMPT, toy_dataset
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from videor4.training.answer_extraction import extract_answer
-from videor4.training.metrics import (
+from videor4.contracts.metrics import (
     acc_score,
     anls_score,
     edit_distance,
@@ -31,6 +30,7 @@ from videor4.training.metrics import (
     prepare_answers,
     score_batch,
 )
+from videor4.contracts.tool_protocol import extract_answer
 
 SPLITS = {"t1s1val": 1971, "t1s2val": 1620, "t2val": 762}
 
@@ -265,7 +265,7 @@ def test_prepared_answers_give_the_same_scores():
 
 
 def test_metrics_import_without_torch():
-    code = ("import sys, videor4.training.metrics, videor4.training.answer_extraction, "
+    code = ("import sys, videor4.contracts.metrics, videor4.contracts.tool_protocol, "
             "videor4.training.eval_cli; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 

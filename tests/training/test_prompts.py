@@ -8,17 +8,11 @@ import re
 import numpy as np
 import pytest
 
-from videor4.curation.media import open_video
-from videor4.curation.ops import ClipCropExecutor, OpsConfig, ToolCall, format_tool_call
-from videor4.training.prompts import (
-    PromptConfig,
-    Turn,
-    build_messages,
-    display_size,
-    encode_chat,
-    render_segments,
-    system_prompt,
-)
+from videor4.contracts.chat import Turn, build_messages, encode_chat, render_segments, system_prompt
+from videor4.contracts.executor import ClipCropExecutor, OpsConfig
+from videor4.contracts.media import open_video
+from videor4.contracts.tool_protocol import ToolCall, format_tool_call
+from videor4.contracts.view import PromptConfig, display_size
 
 CONFIG = PromptConfig(num_frames=4, frame_max_pixels=4 * 28 * 28, crop_max_pixels=6 * 28 * 28)
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from videor4.curation.errors import UserError
+from videor4.contracts.errors import UserError
 from videor4.training.rewards import (
     REWARDS,
     RewardSpec,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from videor4.curation.ops import OpsConfig, ToolCall, format_tool_call
-from videor4.training.prompts import PromptConfig, encode_chat, fit_image
+from videor4.contracts.chat import VISION_TOKENS, encode_chat
+from videor4.contracts.executor import OpsConfig
+from videor4.contracts.tool_protocol import ToolCall, format_tool_call
+from videor4.contracts.view import PromptConfig, fit_image
 from videor4.training.rollout import (
     HFEngine,
     HFEngineConfig,
@@ -16,7 +18,6 @@ from videor4.training.rollout import (
     run_rollouts,
     video_executor_factory,
 )
-from videor4.training.tiny_model import VISION_TOKENS
 
 PROMPT = PromptConfig(num_frames=3, frame_max_pixels=4 * 28 * 28, crop_max_pixels=6 * 28 * 28)
 CLIP = "<think>Look between.</think>\n" + format_tool_call(ToolCall("clip", {"start": 0.5, "end": 1.5}))
@@ -40,8 +41,8 @@ def test_scripted_rollout_matches_sft_rendering(tiny_processor, tiny_video) -> N
     assert [c.name for c in r.calls] == ["clip", "crop"] and all(o.ok for o in r.observations)
     assert len(r.refs) == len(r.images) == 3 + 2 + 1 and r.refs[-1].bbox is not None
     # Images are the executor's re-executable refs, fitted to the prompt budget.
-    from videor4.curation.media import open_video
-    from videor4.curation.ops import ClipCropExecutor
+    from videor4.contracts.executor import ClipCropExecutor
+    from videor4.contracts.media import open_video
 
     with open_video(tiny_video) as reader:
         ex = ClipCropExecutor(reader, [], OpsConfig())
@@ -135,7 +136,7 @@ def test_hf_engine_stops_on_stop_string_and_batches(tiny_model_dir, tiny_video) 
 def test_vllm_engine_missing_is_a_user_error(tiny_model_dir, monkeypatch) -> None:
     import sys
 
-    from videor4.curation.errors import UserError
+    from videor4.contracts.errors import UserError
     from videor4.training.vllm_engine import VLLMEngine
 
     monkeypatch.setitem(sys.modules, "vllm", None)  # vLLM is not installable here (no GPU)

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from videor4.curation.ops import ClipCropExecutor, ImageRef
-from videor4.training.prompts import fit_image
-
 from tests.training.toy_data import OPS, PROMPT, VIDEO, toy_dataset
+from videor4.contracts.executor import ClipCropExecutor, ImageRef
+from videor4.contracts.view import fit_image
+
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory, tiny_video) -> tuple[Path, Path]:
@@ -22,8 +22,8 @@ def toy(tmp_path_factory, tiny_video) -> tuple[Path, Path]:
 
 def test_cot_rows_render_like_the_rollout_builder(toy, tiny_processor) -> None:
     """Images re-executed from the shard refs equal the executor's pixels, and only assistant text is trained."""
-    from videor4.curation.media import open_video
-    from videor4.curation.shards import read_stage
+    from videor4.contracts.media import open_video
+    from videor4.contracts.shard_io import read_stage
     from videor4.training.sft_trainer import CoTRenderer
 
     data_root, shards = toy
@@ -50,8 +50,8 @@ def test_embedded_jpeg_media_are_used_without_the_video(toy, tiny_processor) -> 
     """With bytes embedded (``--embed-media``) no video is opened: the data root can be absent."""
     import cv2
 
-    from videor4.curation.media import open_video
-    from videor4.curation.shards import read_stage
+    from videor4.contracts.media import open_video
+    from videor4.contracts.shard_io import read_stage
     from videor4.training.sft_trainer import CoTRenderer
 
     data_root, shards = toy
@@ -75,7 +75,7 @@ def test_embedded_jpeg_media_are_used_without_the_video(toy, tiny_processor) -> 
 
 
 def test_batch_loss_mask_aligns_with_left_padding(toy, tiny_processor) -> None:
-    from videor4.curation.shards import read_stage
+    from videor4.contracts.shard_io import read_stage
     from videor4.training.sft_trainer import CoTRenderer, batch_inputs
 
     data_root, shards = toy
@@ -92,7 +92,7 @@ def test_batch_loss_mask_aligns_with_left_padding(toy, tiny_processor) -> None:
 
 
 def _sft(tiny_model_dir, toy, out, **cfg):
-    from videor4.curation.shards import read_stage
+    from videor4.contracts.shard_io import read_stage
     from videor4.training.sft_config import SFTConfig
     from videor4.training.sft_trainer import SFTTrainer, load_policy
 

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from videor4.training.tiny_model import SPECIAL_TOKENS, VISION_TOKENS, build_tiny_model
+from videor4.contracts.chat import VISION_TOKENS
+from videor4.training.tiny_model import SPECIAL_TOKENS, build_tiny_model
 
 
 def _inputs(processor):

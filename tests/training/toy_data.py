@@ -10,12 +10,14 @@ import json
 import shutil
 from pathlib import Path
 
-from videor4.curation.ops import ClipCropExecutor, OpsConfig, ToolCall, format_tool_call
-from videor4.curation.sampling import uniform_indices
-from videor4.curation.shard_schema import QC, CoTRow, Provenance, RLRow, VideoRef, make_sample_id
-from videor4.curation.shards import write_manifest, write_stage
-from videor4.curation.trajectories import chat_to_shard_messages
-from videor4.training.prompts import PromptConfig, Turn, build_messages, display_size
+from videor4.contracts.chat import Turn, build_messages
+from videor4.contracts.executor import ClipCropExecutor, OpsConfig
+from videor4.contracts.media import uniform_indices
+from videor4.contracts.shard_codec import chat_to_shard_messages
+from videor4.contracts.shard_io import write_manifest, write_stage
+from videor4.contracts.shard_schema import QC, CoTRow, Provenance, RLRow, VideoRef, make_sample_id
+from videor4.contracts.tool_protocol import ToolCall, format_tool_call
+from videor4.contracts.view import PromptConfig, display_size
 
 PROMPT = PromptConfig(num_frames=3, frame_max_pixels=4 * 28 * 28, crop_max_pixels=4 * 28 * 28)
 OPS = OpsConfig(clip_frames=2, max_calls=2, max_images=8)
@@ -53,7 +55,7 @@ def _common(question_id: int, stage: str) -> dict:
 def toy_dataset(root: Path, video: Path) -> tuple[Path, Path]:
     """``(data_root, shards_dir)``: DRP/CRP CoT rows and RLd/RLc rows over one 3 s video, plus an annotation
     file (split ``toy``) so ``videor4 eval run`` can score a model on the same questions."""
-    from videor4.curation.media import open_video
+    from videor4.contracts.media import open_video
 
     data_root, shards = root / "data", root / "shards"
     (data_root / "videos").mkdir(parents=True, exist_ok=True)

@@ -21,10 +21,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from videor4.curation.atomic import write_json_atomic, write_table_atomic
-from videor4.curation.errors import UserError
-from videor4.curation.shard_schema import (COT_STAGES, RL_STAGES, SCHEMA_VERSION, ShardRow, rows_to_table,
-                                           table_to_rows)
+from videor4.contracts.atomic import write_json_atomic, write_table_atomic
+from videor4.contracts.errors import UserError
+from videor4.contracts.shard_schema import COT_STAGES, RL_STAGES, SCHEMA_VERSION, ShardRow, rows_to_table, table_to_rows
 
 # The paper's dataset sizes: CoT-17k = DRP 7k + CRP 10k; RL-30k = RLd 15k + RLc 15k.
 TARGET_SIZES = {"drp": 7000, "crp": 10000, "rld": 15000, "rlc": 15000}

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from videor4.curation.errors import UserError
+from videor4.contracts.errors import UserError
 
 DecoderName = Literal["opencv", "pyav", "decord"]
 
@@ -33,6 +33,36 @@ FASTEST_DECODER: DecoderName = "opencv"
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _DECORD_CHUNK = 16  # frames per get_batch call: bounds memory, keeps batching benefits
+
+
+def uniform_indices(num_frames: int, n: int) -> list[int]:
+    """``n`` frames at the centres of ``n`` equal segments (as Qwen2.5-VL / Video-R1 sample).
+
+    This is how the initial view of every sample and the frames of a ``clip`` are chosen, for synthesis,
+    training and evaluation alike. Returns every frame when ``n >= num_frames``; sorted and unique because
+    the segments are at least one frame long.
+    """
+    if n <= 0:
+        raise ValueError(f"number of frames to sample must be positive, got {n}")
+    if n >= num_frames:
+        return list(range(max(num_frames, 0)))
+    return [int((i + 0.5) * num_frames / n) for i in range(n)]
+
+
+def encode_jpeg(image_rgb: np.ndarray, quality: int = 90) -> bytes:
+    """JPEG bytes of an RGB image (embedded shard media, QC review images, the HTML viewer)."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """RGB pixels of JPEG bytes (the inverse of :func:`encode_jpeg`)."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError("not a decodable JPEG")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 class MediaError(UserError):

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from videor4.curation.errors import UserError
+from videor4.contracts.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The clip/crop tool executor shared by trajectory synthesis and training rollouts (DESIGN §4).
+"""The clip/crop tool executor shared by trajectory synthesis, QC, training rollouts and evaluation (DESIGN §4).
 
 One module runs the ops for both sides so that an observation synthesized into a CoT shard and the
 observation a policy gets during RL are the same pixels. Every image the executor produces is described by an
@@ -28,28 +28,26 @@ attempted call (valid or not) counts towards ``max_calls`` so a looping policy i
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from videor4.curation.sampling import uniform_indices
+from videor4.contracts.media import uniform_indices
+from videor4.contracts.tool_protocol import TOOL_NAMES, ToolCall, ToolCallError, parse_tool_calls
 
 if TYPE_CHECKING:
-    from videor4.curation.media import VideoReader
-
-TOOL_NAMES = ("clip", "crop")
-_CALL_RE = re.compile(r"<tool_call>(.*?)(</tool_call>|$)", re.DOTALL)
+    from videor4.contracts.media import VideoReader
 
 
 class OpsConfig(BaseModel):
     """Budgets and geometry of the clip/crop ops; defaults follow Pixel-Reasoner (≤4 calls, ≤16 images)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     clip_frames: int = Field(8, ge=1, description="K: most new frames one clip call returns")
     max_calls: int = Field(4, ge=0, description="most tool calls (valid or not) per trajectory")
@@ -77,22 +75,8 @@ class ImageRef:
     bbox: tuple[float, float, float, float] | None = None
 
 
-@dataclass(frozen=True)
-class ToolCall:
-    name: str
-    arguments: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class ToolCallError:
-    """A ``<tool_call>`` block that could not be parsed; executing it yields an error observation."""
-
-    raw: str
-    message: str
-
-
 @dataclass
-class Observation:
+class ToolObservation:
     """What one call returned. ``message`` is the text the model sees next to ``images``."""
 
     ok: bool
@@ -100,35 +84,6 @@ class Observation:
     refs: list[ImageRef] = field(default_factory=list)
     images: list[np.ndarray] = field(default_factory=list)
     message: str = ""
-
-
-def parse_tool_calls(text: str) -> list[ToolCall | ToolCallError]:
-    """All ``<tool_call>{json}</tool_call>`` blocks of an assistant turn, in order.
-
-    An unterminated trailing block is parsed too (engines may strip the stop string); a block that is not a
-    JSON object with a string ``name`` and an object ``arguments`` becomes a :class:`ToolCallError`.
-    """
-    calls: list[ToolCall | ToolCallError] = []
-    for match in _CALL_RE.finditer(text):
-        raw = match.group(1).strip()
-        try:
-            payload = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            calls.append(ToolCallError(raw, f"tool call is not valid JSON ({exc.msg} at char {exc.pos})"))
-            continue
-        if not isinstance(payload, dict) or not isinstance(payload.get("name"), str):
-            calls.append(ToolCallError(raw, 'tool call must be a JSON object {"name": ..., "arguments": {...}}'))
-        elif not isinstance(payload.get("arguments", {}), dict):
-            calls.append(ToolCallError(raw, '"arguments" must be a JSON object'))
-        else:
-            calls.append(ToolCall(payload["name"], payload.get("arguments", {})))
-    return calls
-
-
-def format_tool_call(call: ToolCall) -> str:
-    """The exact text :func:`parse_tool_calls` reads back (Qwen2.5 function-calling layout)."""
-    body = json.dumps({"name": call.name, "arguments": call.arguments}, ensure_ascii=False)
-    return f"<tool_call>\n{body}\n</tool_call>"
 
 
 def _number(value: Any) -> float | None:
@@ -216,11 +171,11 @@ class ClipCropExecutor:
         return describe_image(number, ref, self.shown_size(ref))
 
     # -- execution -------------------------------------------------------------------------------------------
-    def execute_text(self, assistant_text: str) -> list[Observation]:
+    def execute_text(self, assistant_text: str) -> list[ToolObservation]:
         """Execute every tool call in an assistant turn, in order."""
         return [self.execute(call) for call in parse_tool_calls(assistant_text)]
 
-    def execute(self, call: ToolCall | ToolCallError) -> Observation:
+    def execute(self, call: ToolCall | ToolCallError) -> ToolObservation:
         """Run one call; budget and argument problems come back as ``ok=False`` observations."""
         tool = call.name if isinstance(call, ToolCall) else "invalid"
         if self.calls_made >= self.config.max_calls:
@@ -234,13 +189,13 @@ class ClipCropExecutor:
             return self._crop(call.arguments)
         return self._error(tool, f"unknown tool {call.name!r}; available tools: {', '.join(TOOL_NAMES)}")
 
-    def _error(self, tool: str, message: str) -> Observation:
-        return Observation(ok=False, tool=tool, message=f"Error: {message}.")
+    def _error(self, tool: str, message: str) -> ToolObservation:
+        return ToolObservation(ok=False, tool=tool, message=f"Error: {message}.")
 
     def _free_slots(self) -> int:
         return self.config.max_images - len(self.context)
 
-    def _clip(self, args: dict[str, Any]) -> Observation:
+    def _clip(self, args: dict[str, Any]) -> ToolObservation:
         start, end = _number(args.get("start")), _number(args.get("end"))
         if start is None or end is None:
             return self._error("clip", 'clip needs numeric "start" and "end" in seconds')
@@ -265,7 +220,7 @@ class ClipCropExecutor:
         refs = [ImageRef(i, self.reader.timestamp(i)) for i in picked]
         return self._observe("clip", refs, f"clip [{start:g}, {end:g}]s returned {len(refs)} new frames.")
 
-    def _crop(self, args: dict[str, Any]) -> Observation:
+    def _crop(self, args: dict[str, Any]) -> ToolObservation:
         image, box = args.get("image"), args.get("bbox_2d")
         if isinstance(image, bool) or not isinstance(image, int):
             return self._error("crop", 'crop needs an integer "image" (1-based image number)')
@@ -299,11 +254,11 @@ class ClipCropExecutor:
         w, h = self.reader.width, self.reader.height
         return x1 / w, y1 / h, x2 / w, y2 / h
 
-    def _observe(self, tool: str, refs: list[ImageRef], summary: str) -> Observation:
+    def _observe(self, tool: str, refs: list[ImageRef], summary: str) -> ToolObservation:
         first = len(self.context) + 1
         self.context.extend(refs)
         labels = [self.describe(first + k, ref) for k, ref in enumerate(refs)]
-        return Observation(True, tool, refs, self.render_many(refs), " ".join([summary, *labels]))
+        return ToolObservation(True, tool, refs, self.render_many(refs), " ".join([summary, *labels]))
 
 
 def describe_image(number: int, ref: ImageRef, size: tuple[int, int]) -> str:

@@ -25,74 +25,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
-from pydantic import BaseModel, Field
 
-from videor4.curation.ops import ImageRef, Observation, OpsConfig, describe_image
+from videor4.contracts.executor import ImageRef, OpsConfig, ToolObservation, describe_image
+from videor4.contracts.tool_protocol import TOOL_SCHEMAS
+from videor4.contracts.view import PromptConfig, fit_image
 
-IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
+# Qwen2.5-VL's placeholder for one image in rendered chat text (the shard codec uses its own, SHARD_IMAGE_TOKEN).
+QWEN_IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
 IMAGE_PAD = "<|image_pad|>"
+# Vision special tokens of Qwen2.5-VL: never generated as text (engines suppress them).
+VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 DEFAULT_SYSTEM = "You are a helpful assistant."
-
-TOOL_SCHEMAS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "clip",
-            "description": "Return new frames decoded from the video between two times, sampled uniformly "
-            "(frames you have already seen are skipped).",
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "start": {"type": "number", "description": "window start in seconds"},
-                    "end": {"type": "number", "description": "window end in seconds (after start)"},
-                },
-                "required": ["start", "end"],
-            },
-        },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": "crop",
-            "description": "Zoom into a region of an image in the conversation; returns the region enlarged.",
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "image": {"type": "integer", "description": "image number (Image 1 is the first image shown)"},
-                    "bbox_2d": {
-                        "type": "array",
-                        "items": {"type": "number"},
-                        "description": "[x1, y1, x2, y2], normalized 0-1 or pixels of that image",
-                    },
-                },
-                "required": ["image", "bbox_2d"],
-            },
-        },
-    },
-]
-
-
-class PromptConfig(BaseModel):
-    """What the model is shown: frame count, pixel budgets (which bound memory) and instructions."""
-
-    num_frames: int = Field(8, ge=1, description="frames of the initial view, sampled uniformly over the video")
-    frame_max_pixels: int = Field(
-        128 * 28 * 28, ge=28 * 28, description="pixel budget of one frame (Video-R1 uses 128*28*28)"
-    )
-    crop_max_pixels: int = Field(256 * 28 * 28, ge=28 * 28, description="pixel budget of one crop observation")
-    min_pixels: int = Field(56 * 56, ge=1, description="smallest image area (Qwen2.5-VL processor default)")
-    resize_factor: int = Field(28, ge=1, description="image sides are multiples of patch_size * merge_size")
-    tools: bool = Field(True, description="declare clip/crop; False gives the single-pass baseline prompt")
-
 
 @dataclass
 class Turn:
     """One assistant turn and the observations its tool calls produced (none for the final answer)."""
 
     assistant: str
-    observations: list[Observation] = field(default_factory=list)
+    observations: list[ToolObservation] = field(default_factory=list)
 
 
 def system_prompt(config: PromptConfig, ops: OpsConfig | None = None) -> str:
@@ -119,30 +70,6 @@ def system_prompt(config: PromptConfig, ops: OpsConfig | None = None) -> str:
     )
 
 
-def display_size(config: PromptConfig, ref: ImageRef, size: tuple[int, int]) -> tuple[int, int]:
-    """(w, h) an image of ``size`` is shown at: frames and crops each fitted to their pixel budget."""
-    budget = config.frame_max_pixels if ref.bbox is None else config.crop_max_pixels
-    w, h = size
-    height, width = _smart_resize(h, w, config.resize_factor, config.min_pixels, budget)
-    return width, height
-
-
-def fit_image(config: PromptConfig, ref: ImageRef, image: np.ndarray) -> np.ndarray:
-    """Resize to the displayed size, so the processor (same factor, wider limits) leaves it unchanged."""
-    h, w = image.shape[:2]
-    tw, th = display_size(config, ref, (w, h))
-    if (tw, th) == (w, h):
-        return image
-    interp = cv2.INTER_AREA if tw * th < w * h else cv2.INTER_CUBIC
-    return cv2.resize(image, (tw, th), interpolation=interp)
-
-
-def _smart_resize(h: int, w: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
-
-    return smart_resize(h, w, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
-
-
 def initial_content(
     question: str, refs: Sequence[ImageRef], images: Sequence[np.ndarray], duration_s: float | None = None
 ) -> list[dict[str, Any]]:
@@ -157,7 +84,7 @@ def initial_content(
     return content
 
 
-def observation_content(observations: Sequence[Observation]) -> list[dict[str, Any]]:
+def observation_content(observations: Sequence[ToolObservation]) -> list[dict[str, Any]]:
     """One user turn with each observation as ``<tool_response>`` text followed by its images."""
     content: list[dict[str, Any]] = []
     for k, obs in enumerate(observations):
@@ -200,7 +127,7 @@ def message_segments(message: dict[str, Any]) -> list[tuple[str, bool]]:
     """One message as Qwen2.5-VL's template renders it: ``(text, written_by_assistant)`` pieces."""
     content = message["content"]
     if not isinstance(content, str):
-        content = "".join(IMAGE_PLACEHOLDER if part.get("type") == "image" else part.get("text", "") for part in content)
+        content = "".join(QWEN_IMAGE_PLACEHOLDER if part.get("type") == "image" else part.get("text", "") for part in content)
     header = f"<|im_start|>{message['role']}\n"
     if message["role"] == "assistant":
         return [(header, False), (content + "<|im_end|>", True), ("\n", False)]

@@ -10,9 +10,9 @@ Media are stored as references (frame index, time, normalized box in
 source-frame coordinates) so the trainer re-executes them on the video; the
 optional ``jpeg`` bytes make a shard portable (``--embed-media``).
 
-Chat messages keep a plain ``text`` in which each ``<image>`` placeholder marks
+Chat messages keep a plain ``text`` in which each ``<image>`` token (``SHARD_IMAGE_TOKEN``) marks
 where the next entry of ``images`` goes; the prompt builder in
-``videor4.training.prompts`` turns that into the model's chat format, so SFT,
+``videor4.contracts.chat`` turns that into the model's chat format, so SFT,
 rollouts and evaluation render the same conversation.
 """
 
@@ -25,7 +25,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = "1.0"
-IMAGE_PLACEHOLDER = "<image>"
+SHARD_IMAGE_TOKEN = "<image>"
 
 Stage = Literal["drp", "crp", "rld", "rlc"]
 COT_STAGES: tuple[Stage, ...] = ("drp", "crp")
