@@ -5,7 +5,7 @@ LS_VENV := .venv-labelstudio
 BIN := $(VENV)/bin
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test bench venv venv-labelstudio venv-paddle system-deps clean help
+.PHONY: demo test bench venv venv-labelstudio venv-paddle venv-lmms-eval venv-verl system-deps clean help
 
 help:
 	@echo "make demo   - create .venv, install, run the pipeline on the bundled sample ($(DEMO_OUT))"
@@ -31,7 +31,7 @@ venv-labelstudio: $(LS_VENV)/.installed
 
 # PaddleOCR (optional backend) pulls its own OpenCV pin, so its test runs in a small separate environment.
 PADDLE_VENV := .venv-paddle
-$(PADDLE_VENV)/.installed: scripts/requirements-paddle.txt
+$(PADDLE_VENV)/.installed: scripts/requirements-paddle.txt pyproject.toml
 	test -x $(PADDLE_VENV)/bin/python || $(PYTHON) -m venv $(PADDLE_VENV)
 	$(PADDLE_VENV)/bin/python -m pip install -q --upgrade pip
 	$(PADDLE_VENV)/bin/python -m pip install -q -r scripts/requirements-paddle.txt
@@ -41,6 +41,35 @@ $(PADDLE_VENV)/.installed: scripts/requirements-paddle.txt
 
 venv-paddle: $(PADDLE_VENV)/.installed
 
+# lmms-eval 0.7.3 (the `eval` extra: model plug-in, tasks, `videor4 eval transfer`) needs av<16 while .venv has
+# av 18, so its tests run in .venv-lmms-eval: an overlay whose .pth adds .venv's site-packages after its own, so
+# it shares torch/transformers/datasets and holds only what lmms-eval adds or pins lower (~0.8 GB, ~1 min).
+LMMS_VENV := .venv-lmms-eval
+PURELIB := -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'
+$(LMMS_VENV)/.installed: scripts/requirements-lmms-eval.txt pyproject.toml $(BIN)/.installed
+	test -x $(LMMS_VENV)/bin/python || $(BIN)/python -m venv $(LMMS_VENV)
+	echo "import site; site.addsitedir('$$($(BIN)/python $(PURELIB))')" > "$$($(LMMS_VENV)/bin/python $(PURELIB))/_videor4_main_venv.pth"
+	$(LMMS_VENV)/bin/python -m pip install -q -r scripts/requirements-lmms-eval.txt
+	$(LMMS_VENV)/bin/python -m pip install -q --no-deps -e .
+	$(LMMS_VENV)/bin/python -m pip check
+	touch $@
+
+venv-lmms-eval: $(LMMS_VENV)/.installed
+
+# verl 0.9.1 (the RL-at-scale plug-in, training/verl_plugin) pins transformers<5.11 while the toolkit runs 5.23, so
+# it gets its own environment with the toolkit installed --no-deps (transformers 5.9.0 is inside both ranges;
+# ~1.5–4 min, 6.7 GB). The '*' .gitignore keeps it out of git status. Rollout engines (vllm/sglang) are not installed.
+VERL_VENV := .venv-verl
+$(VERL_VENV)/.installed: scripts/requirements-verl.txt pyproject.toml
+	test -x $(VERL_VENV)/bin/python || $(PYTHON) -m venv $(VERL_VENV)
+	echo '*' > $(VERL_VENV)/.gitignore
+	$(VERL_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VERL_VENV)/bin/python -m pip install -q -r scripts/requirements-verl.txt
+	$(VERL_VENV)/bin/python -m pip install -q --no-deps -e .
+	touch $@
+
+venv-verl: $(VERL_VENV)/.installed
+
 # Headless Chromium renders the trajectory viewer and the Label Studio UI in tests (Debian package).
 system-deps:
 	@bash scripts/install_system_deps.sh
@@ -48,9 +77,11 @@ system-deps:
 demo: venv
 	$(BIN)/videor4 demo --out $(DEMO_OUT)
 
-test: venv venv-labelstudio venv-paddle system-deps
+test: venv venv-labelstudio venv-paddle venv-lmms-eval venv-verl system-deps
 	$(BIN)/python -m pytest
-	$(PADDLE_VENV)/bin/python -m pytest tests/curation/test_ocr.py -k paddle
+	VIDEOR4_PADDLE_VENV=1 $(PADDLE_VENV)/bin/python -m pytest tests/curation/test_ocr.py -k paddle
+	VIDEOR4_REQUIRE_LMMS_EVAL=1 $(LMMS_VENV)/bin/python -m pytest tests/training/test_lmms_eval_*.py
+	VIDEOR4_REQUIRE_VERL=1 $(VERL_VENV)/bin/python -m pytest tests/training/verl
 
 bench: venv
 	$(BIN)/python benchmarks/run_all.py

@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from videor4.contracts.atomic import write_bytes_atomic
+from videor4.contracts.dataset import media_path
 from videor4.contracts.errors import UserError
-from videor4.contracts.media import open_video
+from videor4.contracts.executor import ImageRef
+from videor4.contracts.media import encode_jpeg, open_video
 from videor4.contracts.shard_schema import SHARD_IMAGE_TOKEN, CoTRow, ShardRow
+from videor4.contracts.view import ShardView
 
 MEDIA_DIR = "qc_media"
 EVIDENCE_CONTROL = "evidence"
@@ -35,7 +37,7 @@ FRAMES_OBJECT = "frames"
 MODEL_VERSION = "videor4-evidence"
 MAX_FRAMES = 6
 MAX_CROPS = 8
-CROP_MIN_SIDE = 96
+JPEG_QUALITY = 88
 
 
 def label_config() -> str:
@@ -45,24 +47,27 @@ def label_config() -> str:
 
 @dataclass(frozen=True)
 class MediaTarget:
-    """Where rendered images go: files under ``data_root/qc_media`` (served by local-files) or data URLs."""
+    """Where rendered images go: files under ``data_root/qc_media`` (served by local-files) or data URLs.
+
+    ``view`` is the shards' recorded view: crops are rendered by its executor, so a reviewer sees exactly the
+    pixels the model is trained on.
+    """
 
     data_root: Path
     embed: bool = False
+    view: ShardView = field(default_factory=ShardView)
 
     @property
     def media_dir(self) -> Path:
         return Path(self.data_root) / MEDIA_DIR
 
     def publish(self, rel: str, image_rgb: np.ndarray) -> str:
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
-        if not ok:
-            raise RuntimeError(f"JPEG encoding failed for {rel}")
+        data = encode_jpeg(image_rgb, JPEG_QUALITY)
         if self.embed:
-            return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode()
+            return "data:image/jpeg;base64," + base64.b64encode(data).decode()
         path = self.media_dir / rel
         if not path.is_file():  # content is a function of (video, frame, box): a re-push reuses it
-            write_bytes_atomic(path, buf.tobytes())
+            write_bytes_atomic(path, data)
         return f"/data/local-files/?d={MEDIA_DIR}/{rel}"
 
 
@@ -86,18 +91,6 @@ def trajectory_crops(row: ShardRow) -> list[tuple[int, list[float]]]:
             if img.bbox is not None and (img.frame_index, list(img.bbox)) not in out:
                 out.append((img.frame_index, list(img.bbox)))
     return out[:MAX_CROPS]
-
-
-def _cut(frame: np.ndarray, bbox: Sequence[float]) -> np.ndarray:
-    h, w = frame.shape[:2]
-    x1, y1 = int(np.floor(bbox[0] * w)), int(np.floor(bbox[1] * h))
-    x2, y2 = max(x1 + 1, int(np.ceil(bbox[2] * w))), max(y1 + 1, int(np.ceil(bbox[3] * h)))
-    crop = frame[max(0, y1):min(h, y2), max(0, x1):min(w, x2)]
-    scale = CROP_MIN_SIDE / max(1, min(crop.shape[:2]))
-    if scale > 1:  # tiny text crops are unreadable at native size in the browser
-        crop = cv2.resize(crop, (round(crop.shape[1] * scale), round(crop.shape[0] * scale)),
-                          interpolation=cv2.INTER_CUBIC)
-    return crop
 
 
 def _box_key(bbox: Sequence[float]) -> str:
@@ -124,20 +117,22 @@ def build_task(row: ShardRow, target: MediaTarget) -> dict[str, Any]:
     """One Label Studio task (``data`` + one prediction holding the evidence boxes) for a shard row."""
     frames = evidence_frames(row)
     crops = trajectory_crops(row)
-    video_path = Path(target.data_root) / row.video.path
-    wanted = sorted(set(frames) | {f for f, _ in crops})
-    images: dict[int, np.ndarray] = {}
-    if wanted:
+    video_path = media_path(target.data_root, row.video.path)
+    frame_refs = [ImageRef(f, f / row.video.fps) for f in frames]
+    crop_refs = [ImageRef(f, f / row.video.fps, tuple(b)) for f, b in crops]
+    images: list[np.ndarray] = []
+    if frame_refs or crop_refs:
         try:
             with open_video(video_path, video_id=row.video_id) as reader:
-                images = dict(reader.read(wanted))
+                images = target.view.executor(reader, row.initial_frames).render_many(frame_refs + crop_refs)
         except UserError as exc:
             raise UserError(f"{row.sample_id}: cannot render review media ({exc}); is --data-root the dataset "
                             "root the shards were curated from?") from exc
     sid = row.sample_id
-    frame_urls = [target.publish(f"{sid}/frame-{f:06d}.jpg", images[f]) for f in frames]
-    crop_urls = [target.publish(f"{sid}/crop-{f:06d}-{_box_key(b)}.jpg", _cut(images[f], b)) for f, b in crops]
-    height, width = (images[frames[0]].shape[:2] if frames else (0, 0))
+    frame_urls = [target.publish(f"{sid}/frame-{f:06d}.jpg", im) for f, im in zip(frames, images)]
+    crop_urls = [target.publish(f"{sid}/crop-{f:06d}-{_box_key(b)}.jpg", im)
+                 for (f, b), im in zip(crops, images[len(frames):])]
+    height, width = (images[0].shape[:2] if frames else (0, 0))
     result = []
     for i, e in enumerate(row.evidence):
         if e.frame_index not in frames:

@@ -29,7 +29,8 @@ from pathlib import Path
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 
-from videor4.contracts.errors import UserError
+from videor4.contracts.atomic import write_json_atomic
+from videor4.contracts.errors import UserError, user_input
 
 BIN_ENV = "VIDEOR4_LABEL_STUDIO_BIN"
 TOKEN_ENV = "VIDEOR4_LS_TOKEN"
@@ -79,25 +80,50 @@ def find_binary(explicit: Path | None = None) -> Path:
                     f"or set {BIN_ENV}")
 
 
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) as a 0700 directory, or tighten an existing one we own to 0700.
+
+    The data dir holds the credentials file and Label Studio's SQLite database, which stores the API token
+    too: nobody but its owner may list or read it.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:
+            path.chmod(0o700)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot create the Label Studio data dir ({exc.strerror})") from None
+    if not path.is_dir():
+        raise UserError(f"{path}: exists and is not a directory (pass --ls-data-dir)")
+    return path
+
+
 def load_credentials(data_dir: Path, username: str = DEFAULT_USERNAME, *, create: bool = True) -> Credentials:
-    """Admin password and API token: ``$VIDEOR4_LS_TOKEN`` wins, else a 0600 secrets file in the data dir.
+    """Admin password and API token: ``$VIDEOR4_LS_TOKEN`` wins, else a 0600 secrets file in a 0700 data dir.
 
     The file is created once with ``O_EXCL`` and mode 0600 so the secret is never world-readable, not even
-    between creation and chmod.
+    between creation and chmod; an existing one readable by others is tightened to 0600.
     """
     path = Path(data_dir) / CREDENTIALS_FILE
     if path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
+        with user_input(f"{path}: not a readable credentials file (delete it and run `videor4 qc serve` again)"):
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(saved, dict):
+                raise ValueError("expected a JSON object")
+            creds = Credentials(str(saved["username"]), str(saved["password"]), str(saved["token"]))
+        if path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+        private_dir(path.parent)
     elif create:
-        saved = {"username": username, "password": secrets.token_urlsafe(18), "token": secrets.token_hex(20)}
-        path.parent.mkdir(parents=True, exist_ok=True)
+        creds = Credentials(username, secrets.token_urlsafe(18), secrets.token_hex(20))
+        private_dir(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(saved, f)
+            json.dump({"username": creds.username, "password": creds.password, "token": creds.token}, f)
     else:
         raise UserError(f"no API key: pass --api-key, set {TOKEN_ENV}, or point --ls-data-dir at the data dir "
                         f"of `videor4 qc serve` (missing {path})")
-    return Credentials(saved["username"], saved["password"], os.environ.get(TOKEN_ENV) or saved["token"])
+    return Credentials(creds.username, creds.password, os.environ.get(TOKEN_ENV) or creds.token)
 
 
 def server_env(cfg: ServerConfig, creds: Credentials) -> dict[str, str]:
@@ -163,14 +189,15 @@ class LabelStudioServer:
         if not Path(cfg.document_root).is_dir():
             raise UserError(f"document root {cfg.document_root} is not a directory")
         binary = find_binary(cfg.binary)
-        Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
+        private_dir(Path(cfg.data_dir))
         cmd = [str(binary), "start", "--no-browser", "--internal-host", cfg.host, "--port", str(cfg.port)]
         t0 = time.monotonic()
-        with open(self.log_path, "ab") as log:
+        with os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
             # Own session: Ctrl-C reaches us, not the child, so shutdown is one orderly SIGTERM from stop().
+            # umask 077: the database (which stores the API token), log and media Label Studio creates are 0600.
             self.process = subprocess.Popen(cmd, env=server_env(cfg, self.credentials), stdout=log,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
+                                            start_new_session=True, umask=0o077)
         while time.monotonic() - t0 < cfg.startup_timeout_s:
             if self.process.poll() is not None:
                 raise UserError(f"Label Studio exited with code {self.process.returncode} during startup; "
@@ -194,9 +221,7 @@ class LabelStudioServer:
 
     def write_pid_file(self) -> Path:
         assert self.process is not None
-        path = Path(self.cfg.data_dir) / PID_FILE
-        path.write_text(json.dumps({"pid": self.process.pid, "url": self.url}), encoding="utf-8")
-        return path
+        return write_json_atomic(Path(self.cfg.data_dir) / PID_FILE, {"pid": self.process.pid, "url": self.url})
 
     def _log_tail(self) -> str:
         try:
@@ -239,20 +264,35 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def stop_detached(data_dir: Path) -> int | None:
-    """Stop the server that ``serve --detach`` recorded in the data dir; returns its PID, or None if none ran."""
+@dataclass(frozen=True)
+class StopResult:
+    """What ``serve --stop`` did: ``stopped`` is False when the recorded PID was not (or no longer) Label Studio."""
+
+    pid: int
+    stopped: bool
+
+
+def stop_detached(data_dir: Path) -> StopResult | None:
+    """Stop the server that ``serve --detach`` recorded in the data dir; None if no server was recorded.
+
+    The PID may have been reused since (the server died, another program got its number): only a process that is
+    still Label Studio is signalled; otherwise nothing is stopped and the stale pid file is removed.
+    """
     path = Path(data_dir) / PID_FILE
     if not path.is_file():
         return None
-    pid = int(json.loads(path.read_text(encoding="utf-8"))["pid"])
-    try:  # the PID may have been reused since: only signal a process that is still Label Studio
+    with user_input(f"{path}: not a readable pid file (delete it; stop the server by its PID if it still runs)"):
+        pid = int(json.loads(path.read_text(encoding="utf-8"))["pid"])
+        if pid <= 0:
+            raise ValueError(f"bad pid {pid}")
+    try:
         is_ls = b"label-studio" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         is_ls = False
     if is_ls:
         stop_pid(pid)
     path.unlink(missing_ok=True)
-    return pid
+    return StopResult(pid, is_ls)
 
 
 def wait_forever(server: LabelStudioServer) -> int:

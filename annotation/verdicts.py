@@ -20,17 +20,16 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, Literal
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from videor4.annotation.client import TaskReview
 from videor4.annotation.labeling import EVIDENCE_CONTROL
-from videor4.contracts.atomic import write_table_atomic
-from videor4.contracts.shard_schema import QC, CoTRow, EvidenceItem, ShardRow, rows_to_table, table_to_rows
+from videor4.contracts.evidence_schema import EvidenceItem
+from videor4.contracts.rejects import REJECTS_FILE, Reject, read_rejects, write_rejects
+from videor4.contracts.shard_schema import QC, CoTRow, ShardRow, rows_to_table, table_to_rows
 
 Label = Literal["accept", "reject", "corrected"]
 STATUS: dict[str, str] = {"accept": "human_accept", "reject": "human_reject", "corrected": "corrected"}
-REJECTS_FILE = "rejects.parquet"
 BOX_TOLERANCE_PCT = 0.05  # moves smaller than this (percent of the image) are rounding, not an edit
 
 
@@ -307,24 +306,16 @@ def _row_blob(row: ShardRow) -> bytes:
     return buf.getvalue()
 
 
-REJECTS_SCHEMA = pa.schema([
-    ("sample_id", pa.string()), ("stage", pa.string()), ("video_id", pa.string()), ("question_id", pa.int64()),
-    ("question", pa.string()), ("answers", pa.list_(pa.string())), ("reason", pa.string()),
-    ("annotator", pa.string()), ("time", pa.string()), ("row", pa.binary()),
-])
+def write_qc_rejects(shards: Path, rejected: Sequence[Rejected]) -> Path:
+    """``<shards>/rejects.parquet`` through the one reject writer; each reject holds its full row."""
+    return write_rejects(Path(shards) / REJECTS_FILE, [
+        Reject(stage="qc", reason="human_reject", message=r.reason, video_id=r.row.video_id,
+               question_id=r.row.question_id, sample_id=r.row.sample_id, annotator=r.row.qc.annotator,
+               time=r.row.qc.time, row=_row_blob(r.row))
+        for r in sorted(rejected, key=lambda r: r.row.sample_id)])
 
 
-def write_rejects(shards: Path, rejected: Sequence[Rejected]) -> Path:
-    recs = [{"sample_id": r.row.sample_id, "stage": r.row.stage, "video_id": r.row.video_id,
-             "question_id": r.row.question_id, "question": r.row.question, "answers": list(r.row.answers),
-             "reason": r.reason, "annotator": r.row.qc.annotator, "time": r.row.qc.time, "row": _row_blob(r.row)}
-            for r in sorted(rejected, key=lambda r: r.row.sample_id)]
-    return write_table_atomic(pa.Table.from_pylist(recs, schema=REJECTS_SCHEMA), Path(shards) / REJECTS_FILE)
-
-
-def read_rejects(shards: Path) -> list[ShardRow]:
-    path = Path(shards) / REJECTS_FILE
-    if not path.is_file():
-        return []
-    return [row for blob in pq.read_table(path, columns=["row"]).column("row").to_pylist()
-            for row in table_to_rows(pq.read_table(io.BytesIO(blob)))]
+def read_rejected_rows(shards: Path) -> list[ShardRow]:
+    """The shard rows QC took out of the training shards (restorable by a later verdict)."""
+    return [row for rej in read_rejects(Path(shards) / REJECTS_FILE) if rej.stage == "qc" and rej.row
+            for row in table_to_rows(pq.read_table(io.BytesIO(rej.row)))]

@@ -137,6 +137,16 @@ def message_segments(message: dict[str, Any]) -> list[tuple[str, bool]]:
 GENERATION_PROMPT = "<|im_start|>assistant\n"
 
 
+def observation_turn(observations: Sequence[ToolObservation], turn_closed: bool
+                     ) -> tuple[dict[str, Any], list[tuple[str, bool]]]:
+    """What follows an assistant turn that called tools: the ``user`` message of ``<tool_response>`` blocks and
+    the segments to append — the ``<|im_end|>`` that closes a turn an engine stopped at ``</tool_call>`` (unless
+    ``turn_closed``), the message, and the next generation prompt; none of it is model-written (mask 0)."""
+    user = {"role": "user", "content": observation_content(observations)}
+    close = [] if turn_closed else [("<|im_end|>", False)]
+    return user, [*close, ("\n", False), *message_segments(user), (GENERATION_PROMPT, False)]
+
+
 def render_segments(messages: Sequence[dict[str, Any]], add_generation_prompt: bool = False) -> list[tuple[str, bool]]:
     """The whole chat, including the template's default system turn when the first message is not one."""
     segments: list[tuple[str, bool]] = []

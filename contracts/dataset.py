@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from videor4.contracts.errors import UserError
+from videor4.contracts.errors import UserError, user_input
+from videor4.contracts.rejects import Reject
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,9 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 _SOURCE1 = {"single frame": "Single frame", "multi frame": "Multi frame", "mutli frames": "Multi frame",
             "multi frames": "Multi frame", "single frames": "Single frame"}
 _SOURCE2 = {"text": "Text", "visual": "Visual", "knowledge": "Knowledge"}
-_VIDEO_ID = re.compile(r"^\d{5}$")
+_VIDEO_ID = re.compile(r"[0-9]{5}")  # used with fullmatch: ASCII digits only, no trailing newline
+# question_id is an int64 column in every table curation writes (evidence, questions, shards, rejects).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 MediaPreference = Literal["auto", "video", "frames"]
 
@@ -47,23 +51,6 @@ class QARecord:
     split: str
     source_file: str
     record_index: int
-
-
-@dataclass(frozen=True)
-class Reject:
-    """Something that could not be used, kept with the reason (never silently dropped)."""
-
-    stage: str
-    reason: str
-    message: str
-    file: str = ""
-    record_index: int = -1
-    field: str = ""
-    video_id: str = ""
-    question_id: int = -1
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -117,10 +104,8 @@ def load_split(root: Path, split: str) -> SplitData:
 
 def load_annotation_file(path: Path, split: str | None = None) -> SplitData:
     path = Path(path)
-    try:
+    with user_input(f"{path}: not a readable JSON file"):
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: not a readable JSON file ({exc})") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise UserError(f"{path}: expected an object with a 'data' list (official M4-ViteVQA format)")
     split = split or str(doc.get("dataset_type") or path.stem)
@@ -133,7 +118,7 @@ def load_annotation_file(path: Path, split: str | None = None) -> SplitData:
             qid = raw.get("question_id", -1) if isinstance(raw, dict) else -1
             rej = Reject(stage="load", reason="bad_record", file=str(path), record_index=index, field=bad.field,
                          video_id=str(raw.get("video_id", "")) if isinstance(raw, dict) else "",
-                         question_id=qid if isinstance(qid, int) else -1,
+                         question_id=qid if is_int64(qid) else -1,
                          message=f"{path.name}: record {index}: field '{bad.field}': {bad.problem}")
             log.warning(rej.message)
             out.rejects.append(rej)
@@ -148,6 +133,20 @@ def load_annotation_file(path: Path, split: str | None = None) -> SplitData:
         seen.add(rec.question_id)
         out.records.append(rec)
     return out
+
+
+def is_int64(value: Any) -> bool:
+    """An integer (not a bool) that fits the int64 columns the writers use."""
+    return isinstance(value, int) and not isinstance(value, bool) and INT64_MIN <= value <= INT64_MAX
+
+
+def _utf8(value: str) -> bool:
+    """Encodable as UTF-8 (JSON allows lone surrogates such as "\\ud800"; Arrow and Parquet do not)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class _BadField(Exception):
@@ -168,21 +167,25 @@ def _validate_record(raw: Any, *, index: int, split: str, path: Path) -> QARecor
     question = need("question")
     if not isinstance(question, str) or not question.strip():
         raise _BadField("question", "must be a non-empty string")
+    if not _utf8(question):
+        raise _BadField("question", "holds characters that are not valid Unicode text (lone surrogates)")
     answers = need("answers")
     if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
         raise _BadField("answers", "must be a non-empty list of strings")
+    if not all(_utf8(a) for a in answers):
+        raise _BadField("answers", "hold characters that are not valid Unicode text (lone surrogates)")
     video_id = need("video_id")
     if isinstance(video_id, int) and not isinstance(video_id, bool):
         video_id = f"{video_id:05d}"
-    if not isinstance(video_id, str) or not _VIDEO_ID.match(video_id):
+    if not isinstance(video_id, str) or not _VIDEO_ID.fullmatch(video_id):
         raise _BadField("video_id", f"must be a 5-digit string, got {video_id!r}")
     qid = need("question_id")
-    if isinstance(qid, bool) or not isinstance(qid, int):
-        raise _BadField("question_id", f"must be an integer, got {qid!r}")
+    if not is_int64(qid):
+        raise _BadField("question_id", f"must be an integer within int64, got {qid!r}"[:200])
     dims = []
     for name in ("video_width", "video_height"):
         v = need(name)
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        if not is_int64(v) or v <= 0:
             raise _BadField(name, f"must be a positive integer, got {v!r}")
         dims.append(v)
     s1 = _SOURCE1.get(str(need("source1")).strip().lower())
@@ -213,6 +216,21 @@ def locate_media(root: Path, video_id: str, prefer: MediaPreference = "auto") ->
         if cand is not None:
             return VideoSource(video_id=video_id, path=cand, kind="video" if cand.is_file() else "frames")
     return None
+
+
+def media_path(data_root: str | Path, relative: str) -> Path:
+    """``data_root / relative`` for a media path read from a shard (``video.path``), refused if it leaves the root.
+
+    Shards name their video relative to the dataset root. A crafted or corrupt shard could name an absolute path
+    or climb out with ``..``; every place that opens a shard's video goes through here, so none of them reads
+    outside the data root. The check is on the path as written (symlinks inside the root are the dataset's own).
+    """
+    text = str(relative)
+    normal = os.path.normpath(text) if text else ""
+    if not text or "\0" in text or os.path.isabs(text) or normal == ".." or normal.startswith(".." + os.sep):
+        raise UserError(f"video path {text!r} is not inside the data root {data_root} (a shard names its video "
+                        "relative to the dataset root, e.g. videos/<id>.mp4)")
+    return Path(data_root) / normal
 
 
 def precomputed_ocr_path(root: Path, video_id: str) -> Path | None:

@@ -6,18 +6,19 @@ executor) must see the same frame indices and pixels whichever layout the data
 has, so both are hidden behind :class:`VideoReader`.
 
 Frame index ``i`` is the 0-based position in decode (presentation) order for a
-video, and the position in the numerically sorted frame files for a folder; its
-time is ``i / fps``. Readers stream frames (``read`` is a generator) so memory
+video, and the position in the numerically sorted frame files for a folder (whose
+numbers must be consecutive); its time is ``i / fps``. Readers stream frames (``read`` is a generator) so memory
 stays bounded by one frame per backend, whatever the video length.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -67,6 +68,20 @@ def decode_jpeg(data: bytes) -> np.ndarray:
 
 class MediaError(UserError):
     """A video or frame folder that is missing, unreadable or corrupt."""
+
+    reason = "corrupt_media"  # the reject reason curation records for the video's questions
+
+
+class UnreadableMediaError(MediaError):
+    """A video file or frame folder the operating system refuses to read (permissions, I/O error)."""
+
+    reason = "unreadable_media"
+
+
+class FrameGapError(MediaError):
+    """A frame folder whose numbers skip (1, 5, 100): its frames cannot be timed (see FramesDirReader)."""
+
+    reason = "frame_gap"
 
 
 class MediaConfig(BaseModel):
@@ -276,7 +291,13 @@ class DecordReader(_Reader):
 
 
 class FramesDirReader(_Reader):
-    """A folder of ``<n>.jpg`` frames, ordered by the number in the name (1, 2, ..., 10)."""
+    """A folder of ``<n>.jpg`` frames, ordered by the number in the name (1, 2, ..., 10).
+
+    The numbers must be consecutive (from any start, usually 0 or 1): a folder carries no timing, so frame
+    ``i`` is the ``i``-th file and its time is ``i / fps``. A gap (1, 5, 100) means frames are missing, and
+    reading the files as consecutive would give every frame after it a wrong time, so such a folder is
+    refused with :class:`FrameGapError` naming the gap (curation records a ``frame_gap`` reject).
+    """
 
     backend = "frames-dir"
 
@@ -289,6 +310,15 @@ class FramesDirReader(_Reader):
         if bad is not None:
             raise MediaError(f"{bad}: frame file names must be numbers (e.g. 1.jpg, 00002.jpg)")
         files.sort(key=lambda p: int(p.stem))
+        for before, after in itertools.pairwise(files):
+            a, b = int(before.stem), int(after.stem)
+            if b == a:
+                raise FrameGapError(f"{path}: two files for frame {a} ({before.name}, {after.name})")
+            if b != a + 1:
+                missing = f"frame {a + 1}" if b == a + 2 else f"frames {a + 1}-{b - 1}"
+                raise FrameGapError(f"{path}: frame files skip from {before.name} to {after.name} ({missing} "
+                                    "missing); frames are timed by position, so a gap would shift every later "
+                                    "frame: fill or renumber the files")
         self.frame_files: list[Path] = files
         # The numbers in the file names, for data keyed by them (precomputed OCR).
         self.frame_numbers: list[int] = [int(p.stem) for p in files]
@@ -305,6 +335,54 @@ class FramesDirReader(_Reader):
         if bgr is None:
             raise MediaError(f"{file}: cannot read image (corrupt or not an image)")
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class PageSequenceReader(_Reader):
+    """Pages (document pages, slides, one photo: PIL images or RGB arrays) read as a video of ``fps`` frames/s.
+
+    Satisfies the ``VideoReader`` protocol, so the clip/crop executor runs on pages unchanged: page ``i`` is
+    frame ``i`` at ``i / fps`` seconds. The executor needs one frame size, so pages smaller than the largest
+    one are centred on a white canvas of that size (padding, never resampling: text keeps every pixel).
+    Pages stay as given (PIL images or RGB arrays) and are converted when read.
+    """
+
+    backend = "pages"
+
+    def __init__(self, pages: Sequence[Any], fps: float = 1.0, video_id: str = "pages") -> None:
+        if not pages:
+            raise MediaError(f"{video_id}: no pages to read")
+        if fps <= 0:
+            raise ValueError(f"page rate must be positive, got {fps}")
+        self.video_id, self.fps, self.path = video_id, float(fps), Path(video_id)
+        self._pages = list(pages)
+        sizes = [_size(p) for p in self._pages]
+        self.width, self.height = max(w for w, _ in sizes), max(h for _, h in sizes)
+        self.num_frames = len(self._pages)
+
+    def read(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        for index in self._wanted(indices):
+            yield index, self._canvas(_rgb(self._pages[index]))
+
+    def _canvas(self, page: np.ndarray) -> np.ndarray:
+        h, w = page.shape[:2]
+        if (w, h) == (self.width, self.height):
+            return page
+        canvas = np.full((self.height, self.width, 3), 255, dtype=np.uint8)
+        top, left = (self.height - h) // 2, (self.width - w) // 2
+        canvas[top : top + h, left : left + w] = page
+        return canvas
+
+
+def _size(page: Any) -> tuple[int, int]:
+    return page.size if hasattr(page, "convert") else (page.shape[1], page.shape[0])
+
+
+def _rgb(page: Any) -> np.ndarray:
+    if hasattr(page, "convert"):  # a PIL image
+        return np.asarray(page.convert("RGB"))
+    if page.ndim == 2:
+        return np.repeat(page[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(page[:, :, :3])
 
 
 def _check_stream(path: Path, num_frames: int, fps: float, width: int, height: int) -> None:

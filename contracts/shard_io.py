@@ -18,12 +18,22 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from videor4.contracts.atomic import write_json_atomic, write_table_atomic
-from videor4.contracts.errors import UserError
-from videor4.contracts.shard_schema import COT_STAGES, RL_STAGES, SCHEMA_VERSION, ShardRow, rows_to_table, table_to_rows
+from videor4.contracts.errors import UserError, describe_input_error, user_input
+from videor4.contracts.shard_schema import (
+    COT_SCHEMA,
+    COT_STAGES,
+    RL_SCHEMA,
+    RL_STAGES,
+    SCHEMA_VERSION,
+    ShardRow,
+    rows_to_table,
+    table_to_rows,
+)
 
 # The paper's dataset sizes: CoT-17k = DRP 7k + CRP 10k; RL-30k = RLd 15k + RLc 15k.
 TARGET_SIZES = {"drp": 7000, "crp": 10000, "rld": 15000, "rlc": 15000}
@@ -75,11 +85,29 @@ def read_shard_file(path: Path) -> list[ShardRow]:
     try:
         table = pq.read_table(path)
     except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable Parquet shard ({exc})") from exc
-    version = (table.schema.metadata or {}).get(b"videor4.schema_version", b"?").decode()
+        raise UserError(f"{path}: not a readable Parquet shard ({describe_input_error(exc)})") from exc
+    version = (table.schema.metadata or {}).get(b"videor4.schema_version", b"?").decode(errors="replace")
     if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
         raise UserError(f"{path}: shard schema version {version}, this toolkit reads {SCHEMA_VERSION}")
-    return table_to_rows(table)
+    problem = column_problem(table.schema)
+    if problem:
+        raise UserError(f"{path}: {problem}")
+    with user_input(f"{path}: not a valid shard row"):
+        return table_to_rows(table)
+
+
+def column_problem(schema: pa.Schema) -> str | None:
+    """Why a table's columns are not a shard stage's columns (names and types), or None when they are."""
+    names = set(schema.names)
+    closest = min((COT_SCHEMA, RL_SCHEMA), key=lambda s: len(names ^ set(s.names)))
+    missing = [n for n in closest.names if n not in names]
+    extra = [n for n in schema.names if n not in closest.names]
+    if missing or extra:
+        return ("columns differ from the shard schema"
+                + (f"; missing: {', '.join(missing)}" if missing else "")
+                + (f"; unexpected: {', '.join(extra)}" if extra else ""))
+    wrong = [f.name for f in closest if not schema.field(f.name).type.equals(f.type)]
+    return f"column types differ from the shard schema: {', '.join(wrong)}" if wrong else None
 
 
 def iter_rows(shards: Path, stages: Iterable[str] | None = None) -> Iterator[ShardRow]:
@@ -116,21 +144,109 @@ def qc_summary(shards: Path) -> dict[str, int]:
 
 
 def write_manifest(shards: Path, extra: dict) -> Path:
-    """Counts per stage vs the paper's targets, schema version and QC summary, plus the caller's fields."""
+    """Counts per stage vs the paper's targets, schema version, QC summary and every file's row count and
+    SHA-256 (what ``videor4 shards validate`` checks), plus the caller's fields; the computed fields win."""
     got = counts(shards)
     manifest = {
+        **extra,
         "schema_version": SCHEMA_VERSION,
         "counts": got,
         "targets": TARGET_SIZES,
         "reached": {s: round(got[s] / TARGET_SIZES[s], 6) for s in got},
         "qc": qc_summary(shards),
-        **extra,
+        "files": {p.relative_to(shards).as_posix(): {"rows": pq.ParquetFile(p).metadata.num_rows,
+                                                      "sha256": file_sha256(p)} for p in shard_files(shards)},
     }
     return write_json_atomic(Path(shards) / MANIFEST, manifest, indent=2)
+
+
+# Manifest fields write_manifest computes from the files (a caller rewriting a manifest passes on only the others).
+COMPUTED_MANIFEST_KEYS = ("schema_version", "counts", "targets", "reached", "qc", "files")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_manifest(shards: Path) -> dict:
     path = Path(shards) / MANIFEST
     if not path.is_file():
         raise UserError(f"{shards}: no {MANIFEST} (not a shards directory written by videor4)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    with user_input(f"{path}: not a readable manifest"):
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path}: not a readable manifest (expected a JSON object)")
+    return manifest
+
+
+def validate_shards(shards: Path) -> list[str]:
+    """Every problem of a shards directory, one readable line each (empty: valid).
+
+    Checks the manifest against the files (each listed file present with its recorded SHA-256 and row count, no
+    unlisted Parquet file, counts per stage and QC summary as recorded), each file against the stage's schema
+    (columns, types, schema version) and each row against the row model and the stage of its file name.
+    """
+    shards = Path(shards)
+    manifest = read_manifest(shards)
+    problems: list[str] = []
+    version = str(manifest.get("schema_version", "?"))
+    if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+        problems.append(f"{MANIFEST}: schema version {version}, this toolkit reads {SCHEMA_VERSION}")
+    listed = manifest.get("files")
+    if not isinstance(listed, dict):
+        problems.append(f"{MANIFEST}: no file list with hashes (written by an older videor4; rerun the command "
+                        "that wrote the shards to rewrite it)")
+        listed = {}
+    present = sorted(p.relative_to(shards).as_posix() for d in ("cot", "rl") for p in (shards / d).glob("*.parquet"))
+    for name in sorted(set(listed) - set(present)):
+        problems.append(f"{name}: listed in {MANIFEST} but missing")
+    rows_by_stage: dict[str, int] = {s: 0 for s in (*COT_STAGES, *RL_STAGES)}
+    qc: dict[str, int] = {}
+    for name in present:
+        path = shards / name
+        stage = Path(name).name.split("-")[0]
+        if stage not in rows_by_stage or stage_dir(stage) != Path(name).parent.name:
+            problems.append(f"{name}: not a shard file name (expected cot/drp-NNNNN.parquet … rl/rlc-NNNNN.parquet)")
+            continue
+        entry = listed.get(name)
+        if listed and entry is None:
+            problems.append(f"{name}: not listed in {MANIFEST} (a file from another run, or copied in)")
+        elif isinstance(entry, dict) and entry.get("sha256") != file_sha256(path):
+            problems.append(f"{name}: content differs from {MANIFEST} (truncated, replaced or edited since written)")
+        try:
+            rows = read_shard_file(path)
+        except UserError as exc:
+            problems.append(f"{name}: {str(exc).removeprefix(f'{path}: ')}")
+            continue
+        if isinstance(entry, dict) and entry.get("rows") != len(rows):
+            problems.append(f"{name}: {len(rows)} rows, {MANIFEST} says {entry.get('rows')}")
+        wrong = [r.sample_id for r in rows if r.stage != stage]
+        if wrong:
+            problems.append(f"{name}: {len(wrong)} row(s) of another stage (first: {wrong[0]})")
+        rows_by_stage[stage] += len(rows)
+        for r in rows:
+            qc[r.qc.status] = qc.get(r.qc.status, 0) + 1
+    recorded = manifest.get("counts", {})
+    for stage, n in rows_by_stage.items():
+        if recorded.get(stage, 0) != n:
+            problems.append(f"{MANIFEST}: counts.{stage} is {recorded.get(stage)}, the files hold {n} rows")
+    qc = dict(sorted(qc.items()))
+    if manifest.get("qc", {}) != qc:
+        problems.append(f"{MANIFEST}: qc summary {manifest.get('qc')} differs from the rows' {qc}")
+    return problems
+
+
+def read_training_rows(shards_dir: str | Path, stages: Sequence[str], limit: int | None = None,
+                       qc_exclude: Sequence[str] = ("human_reject", "pending")) -> list[ShardRow]:
+    """Rows a trainer uses: the named stages in shard order, without QC rejects or pending rows, cut to ``limit``."""
+    shards_dir = Path(shards_dir)
+    if not shards_dir.is_dir():
+        raise UserError(f"shards directory not found: {shards_dir}")
+    rows = [r for stage in stages for r in read_stage(shards_dir, stage) if r.qc.status not in qc_exclude]
+    if not rows:
+        raise UserError(f"{shards_dir}: no usable rows in stage(s) {', '.join(stages)}")
+    return rows[:limit] if limit else rows

@@ -24,6 +24,8 @@ from typing import Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from videor4.contracts.evidence_schema import EvidenceItem
+
 SCHEMA_VERSION = "1.0"
 SHARD_IMAGE_TOKEN = "<image>"
 
@@ -53,16 +55,6 @@ class VideoRef(_Record):
     kind: Literal["video", "frames"]
     fps: float
     num_frames: int
-
-
-class EvidenceItem(_Record):
-    frame_index: int
-    timestamp_s: float
-    bbox: list[float] = Field(description="x1,y1,x2,y2 normalized to [0,1]")
-    text: str = Field(description="OCR string or detector label")
-    kind: Literal["ocr", "object"]
-    match: Literal["answer", "question"]
-    score: float
 
 
 class QC(_Record):

@@ -11,12 +11,14 @@ Training, QC re-synthesis, the viewer and evaluation read it from there and refu
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from videor4.contracts.atomic import write_json_atomic
 from videor4.contracts.errors import UserError
 from videor4.contracts.executor import ClipCropExecutor, ImageRef, OpsConfig
 from videor4.contracts.media import uniform_indices
@@ -92,13 +94,13 @@ class ShardView(BaseModel):
 
 
 def differences(recorded: ShardView, used: ShardView, strict: bool = False) -> list[str]:
-    """``section.field: recorded != used`` for every setting that changes pixels or text (all with ``strict``)."""
+    """``section.field: recorded A, requested B`` for every setting that changes pixels or text (all: ``strict``)."""
     out = []
     for section in ("prompt", "ops"):
         a, b = getattr(recorded, section).model_dump(), getattr(used, section).model_dump()
         for key in sorted(a):
             if a[key] != b[key] and (strict or key not in _FREE_FIELDS.get(section, set())):
-                out.append(f"{section}.{key}: shards {a[key]!r} != {b[key]!r}")
+                out.append(f"{section}.{key}: recorded {a[key]!r}, requested {b[key]!r}")
     return out
 
 
@@ -108,11 +110,54 @@ def check_view(recorded: ShardView | None, used: ShardView, where: str) -> None:
         return
     diff = differences(recorded, used)
     if diff:
-        raise UserError(f"{where}: the view differs from the one the shards were synthesized with "
-                        f"({'; '.join(diff)}); drop the setting to use the shards' view, or re-curate")
+        raise UserError(f"{where}: conflicts with the recorded view the trajectories were written for "
+                        f"({'; '.join(diff)}); drop the setting to use the recorded view, or re-curate with it")
+
+
+def merge_view(recorded: ShardView | None, prompt: PromptConfig | None = None, ops: OpsConfig | None = None
+               ) -> ShardView:
+    """The recorded view with only the fields a user explicitly set (``model_fields_set``) replaced."""
+    base = recorded or ShardView()
+
+    def merged(section: str, requested: BaseModel | None) -> Any:
+        current = getattr(base, section)
+        if requested is None:
+            return current
+        data = current.model_dump()
+        data.update({k: getattr(requested, k) for k in requested.model_fields_set})
+        return type(current).model_validate(data)
+
+    return ShardView(prompt=merged("prompt", prompt), ops=merged("ops", ops))
+
+
+def resolve_view(recorded: ShardView | None, prompt: PromptConfig | None, ops: OpsConfig | None, where: str
+                 ) -> ShardView:
+    """What a consumer renders with: the recorded view, plus the user's settings where they change nothing the
+    trajectories state (budgets, tools on/off); a conflicting setting is refused with both values named."""
+    view = merge_view(recorded, prompt, ops)
+    check_view(recorded, view, where)
+    return view
 
 
 def view_from_manifest(manifest: dict[str, Any]) -> ShardView | None:
     """The recorded view of a shard manifest (None for shards written before views were recorded)."""
     view = manifest.get("view")
     return None if view is None else ShardView.model_validate(view)
+
+
+VIEW_FILE = "videor4_view.json"
+
+
+def save_view(model_dir: Path, view: ShardView) -> Path:
+    """Record next to a checkpoint the view it was trained with, so evaluation renders the same pixels."""
+    return write_json_atomic(Path(model_dir) / VIEW_FILE, view.model_dump(mode="json"), indent=2)
+
+
+def load_view(model_dir: Path) -> ShardView | None:
+    path = Path(model_dir) / VIEW_FILE
+    if not path.is_file():
+        return None
+    try:
+        return ShardView.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise UserError(f"{path}: not a valid view record ({str(exc).splitlines()[0]})") from None

@@ -22,15 +22,15 @@ from pathlib import Path
 
 from videor4.contracts.atomic import write_json_atomic
 from videor4.contracts.dataset import VideoSource
-from videor4.contracts.media import open_video, uniform_indices
+from videor4.contracts.media import UnreadableMediaError, open_video, uniform_indices
 from videor4.curation.config import CurationConfig
 from videor4.curation.detect import Detector, create_detector
-from videor4.curation.evidence import Observation
+from videor4.curation.evidence import FrameObservation
 from videor4.curation.ocr import OCRBackend, TextBox, create_ocr, load_precomputed_ocr
 from videor4.curation.sampling import NearDuplicateFilter, fps_indices
 from videor4.curation.text_tracking import TextTracker
 
-ARTIFACT_VERSION = 2  # 2: region OCR / tracking counters
+ARTIFACT_VERSION = 3  # 2: region OCR / tracking counters; 3: line counters, detector only where questions need it
 
 
 @dataclass
@@ -48,10 +48,12 @@ class VideoAnalysis:
     sampled: list[int]
     kept: list[int]
     representative: dict[int, int]
-    observations: list[Observation]
+    observations: list[FrameObservation]
     ocr_calls: int = 0  # whole-frame model reads
     region_ocr_calls: int = 0  # reads of changed regions only (text tracking)
     tracked_frames: int = 0  # kept frames whose text was (partly) carried over from an earlier read
+    lines_recognized: int = 0  # text lines the OCR recogniser read
+    lines_unchanged: int = 0  # lines detected again where pixels had not changed: earlier text kept, not re-read
     detector_calls: int = 0
     seconds: float = 0.0
     from_cache: bool = field(default=False, compare=False)
@@ -59,8 +61,8 @@ class VideoAnalysis:
     def timestamp(self, frame_index: int) -> float:
         return frame_index / self.fps
 
-    def by_frame(self) -> dict[int, list[Observation]]:
-        out: dict[int, list[Observation]] = {i: [] for i in self.kept}
+    def by_frame(self) -> dict[int, list[FrameObservation]]:
+        out: dict[int, list[FrameObservation]] = {i: [] for i in self.kept}
         for o in self.observations:
             out.setdefault(o.frame_index, []).append(o)
         return out
@@ -77,20 +79,23 @@ class VideoAnalysis:
         d = dict(d)
         d.pop("artifact_version", None)
         d["representative"] = {int(k): v for k, v in d["representative"].items()}
-        d["observations"] = [Observation(**{**o, "bbox": tuple(o["bbox"])}) for o in d["observations"]]
+        d["observations"] = [FrameObservation(**{**o, "bbox": tuple(o["bbox"])}) for o in d["observations"]]
         return cls(**d, from_cache=True)
 
 
 def media_fingerprint(source: VideoSource) -> str:
     """Content hash of a video file, or names+sizes of a frame folder (cheap, stable across copies)."""
     h = hashlib.sha1()
-    if source.kind == "video":
-        with open(source.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    else:
-        for p in sorted(source.path.iterdir()):
-            h.update(f"{p.name}:{p.stat().st_size};".encode())
+    try:
+        if source.kind == "video":
+            with open(source.path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        else:
+            for p in sorted(source.path.iterdir()):
+                h.update(f"{p.name}:{p.stat().st_size};".encode())
+    except OSError as exc:  # the first read of the media: permissions, I/O errors are the video's reject
+        raise UnreadableMediaError(f"{source.path}: cannot read ({exc.strerror or exc})") from exc
     return h.hexdigest()[:16]
 
 
@@ -119,22 +124,26 @@ def _sample(cfg: CurationConfig, num_frames: int, fps: float) -> list[int]:
 
 
 def _ocr_observations(frame_index: int, ts: float, boxes: Iterable[TextBox], w: int, h: int,
-                      backend: str) -> list[Observation]:
-    return [Observation(frame_index, ts, "ocr", b.text, b.bbox_norm(w, h), float(b.score), backend)
+                      backend: str) -> list[FrameObservation]:
+    return [FrameObservation(frame_index, ts, "ocr", b.text, b.bbox_norm(w, h), float(b.score), backend)
             for b in boxes if b.text.strip()]
 
 
 def analyze_video(source: VideoSource, cfg: CurationConfig, *, ocr: OCRBackend | None = None,
                   detector: Detector | None = None, precomputed_ocr: Path | None = None,
-                  cache_dir: Path | None = None) -> VideoAnalysis:
+                  cache_dir: Path | None = None, objects: bool = True) -> VideoAnalysis:
     """Analyse one video, reusing its artifact when one exists for the same inputs.
 
     With ``precomputed_ocr`` (the dataset's ``video_ocr/<id>.json``) no OCR model
-    runs at all: the official boxes are used for the sampled frames.
+    runs at all: the official boxes are used for the sampled frames. ``objects=False``
+    (no question of the video can use a detected object, :func:`~videor4.curation.evidence.needs_objects`)
+    runs no detector; the artifact then records detector ``none``.
     """
     if precomputed_ocr is None and ocr is None:
         ocr = create_ocr(cfg.ocr)
-    if detector is None and cfg.detector.backend != "none":
+    if not objects:
+        detector = None
+    elif detector is None and cfg.detector.backend != "none":
         detector = create_detector(cfg.detector)
     backends = backend_names(cfg, None if precomputed_ocr else ocr, detector)
     path = artifact_path(cache_dir, source, cfg, backends) if cache_dir is not None else None
@@ -147,14 +156,14 @@ def analyze_video(source: VideoSource, cfg: CurationConfig, *, ocr: OCRBackend |
     t0 = time.perf_counter()
     dedupe = NearDuplicateFilter(cfg.dedupe)
     scene = NearDuplicateFilter(cfg.detection_dedupe)
-    observations: list[Observation] = []
+    observations: list[FrameObservation] = []
     kept: list[int] = []
     det_calls = 0
     tracker = TextTracker(ocr, cfg.ocr, cfg.tracking) if precomputed_ocr is None and ocr is not None else None
     last_detection = -float("inf")
     with open_video(source.path, config=cfg.media, video_id=source.video_id) as reader:
         sampled = _sample(cfg, reader.num_frames, reader.fps)
-        # Frame folders may number their files from 0, 1 or with gaps; the reader knows the numbering.
+        # Frame folders number their files from 0 or 1 (consecutively); the reader knows the numbering.
         pre = (load_precomputed_ocr(precomputed_ocr, getattr(reader, "frame_numbers", None))
                if precomputed_ocr else None)
         for idx, image in reader.read(sampled):
@@ -175,7 +184,7 @@ def analyze_video(source: VideoSource, cfg: CurationConfig, *, ocr: OCRBackend |
                 for d in detector.detect(image):
                     x1, y1, x2, y2 = d.bbox
                     box = (x1 / reader.width, y1 / reader.height, x2 / reader.width, y2 / reader.height)
-                    observations.append(Observation(idx, ts, "object", d.label, tuple(min(max(v, 0.0), 1.0)
+                    observations.append(FrameObservation(idx, ts, "object", d.label, tuple(min(max(v, 0.0), 1.0)
                                                     for v in box), float(d.score), backends[1]))
         result = VideoAnalysis(
             video_id=source.video_id, num_frames=reader.num_frames, fps=reader.fps, width=reader.width,
@@ -185,6 +194,8 @@ def analyze_video(source: VideoSource, cfg: CurationConfig, *, ocr: OCRBackend |
             ocr_calls=tracker.counters.full_reads if tracker else 0,
             region_ocr_calls=tracker.counters.region_reads if tracker else 0,
             tracked_frames=tracker.counters.tracked_frames if tracker else 0,
+            lines_recognized=tracker.counters.lines_recognized if tracker else 0,
+            lines_unchanged=tracker.counters.lines_unchanged if tracker else 0,
             seconds=round(time.perf_counter() - t0, 3))
     if path is not None:
         write_json_atomic(path, result.to_json())

@@ -17,7 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from videor4.contracts.errors import UserError, describe_validation_error
+from videor4.contracts.bundled import resolve_yaml
+from videor4.contracts.errors import UserError, describe_validation_error, user_input
 from videor4.contracts.media import MediaConfig
 from videor4.contracts.shard_io import ShardConfig
 from videor4.curation.detect import DetectorConfig
@@ -82,14 +83,21 @@ class CurationConfig(BaseModel):
         return self.stage_hash("all")
 
 
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def resolve_config_path(path: Path | str) -> Path:
+    """A YAML path, or the name of a bundled curation config (``curation/configs/<name>.yaml``)."""
+    return resolve_yaml(path, CONFIGS_DIR, "config")
+
+
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> CurationConfig:
-    """YAML file (optional) + dotted overrides such as ``{"ocr.backend": "rapidocr"}``."""
+    """YAML file or bundled config name (optional) + dotted overrides such as ``{"ocr.backend": "rapidocr"}``."""
     data: dict[str, Any] = {}
     if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise UserError(f"config {path}: cannot read ({exc})") from exc
+        path = resolve_config_path(path)
+        with user_input(f"config {path}: cannot read"):
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         if not isinstance(data, dict):
             raise UserError(f"config {path}: expected a mapping at the top level")
     for dotted, value in (overrides or {}).items():

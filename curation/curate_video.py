@@ -12,24 +12,24 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
-
 from videor4 import __version__
 from videor4.contracts.atomic import write_json_atomic
-from videor4.contracts.dataset import QARecord, Reject, VideoSource, precomputed_ocr_path
-from videor4.contracts.executor import ClipCropExecutor
-from videor4.contracts.media import MediaError, open_video
+from videor4.contracts.dataset import QARecord, VideoSource, precomputed_ocr_path
+from videor4.contracts.evidence_schema import EvidenceRow
+from videor4.contracts.media import MediaError, encode_jpeg, open_video
+from videor4.contracts.rejects import Reject
 from videor4.contracts.shard_codec import to_image_ref
-from videor4.contracts.shard_schema import QC, CoTRow, EvidenceItem, Provenance, RLRow, VideoRef, make_sample_id
+from videor4.contracts.shard_schema import QC, CoTRow, Provenance, RLRow, VideoRef, make_sample_id
 from videor4.curation.analyze import VideoAnalysis, analyze_video
 from videor4.curation.config import CurationConfig
-from videor4.curation.detect import Detector
-from videor4.curation.evidence import QuestionSummary, match_video, propagate
+from videor4.curation.detect import Detector, create_detector
+from videor4.curation.evidence import QuestionSummary, match_video, needs_objects, propagate
 from videor4.curation.ocr import OCRBackend
-from videor4.curation.trajectories import Trajectory, TrajectorySynthesizer, split_bucket
+from videor4.curation.trajectories import FrameCache, Trajectory, TrajectorySynthesizer, split_bucket
 
 SYNTHESIS_VERSION = 1
 
@@ -40,7 +40,7 @@ class VideoResult:
 
     video_id: str
     analysis: VideoAnalysis | None
-    rows: list[dict] = field(default_factory=list)
+    rows: list[EvidenceRow] = field(default_factory=list)
     summaries: list[QuestionSummary] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     cot_rows: list[CoTRow] = field(default_factory=list)
@@ -48,21 +48,32 @@ class VideoResult:
     candidates: list[dict] = field(default_factory=list)
     synthesis_cached: bool = False
     synthesis_seconds: float = 0.0  # time spent synthesizing and verifying (0 when cached)
+    views_recognized: int = 0  # claimed views verified by recognising their evidence lines alone (no detection)
+    views_read_whole: int = 0  # claimed views re-read whole (detection + recognition)
 
 
 def curate_video(source: VideoSource, records: list[QARecord], cfg: CurationConfig, data_root: Path,
                  cache_dir: Path, ocr: OCRBackend | None, detector: Detector | None,
                  verify_ocr: OCRBackend) -> VideoResult:
-    """Run every stage for one video; media problems become rejects for its questions."""
+    """Run every stage for one video; whatever fails becomes rejects for its questions, never the run's end.
+
+    A run over thousands of videos must not die on one (an unreadable file, a frame the OCR model chokes on):
+    the video's questions are rejected with the stage and reason, and the other videos go on.
+    """
     result = analyze_and_match(source, records, cfg, data_root, cache_dir, ocr, detector)
     if result.analysis is None:
         return result
     t0 = time.perf_counter()
-    _synthesize(result, source, records, cfg, data_root, cache_dir, verify_ocr)
+    try:
+        _synthesize(result, source, records, cfg, data_root, cache_dir, verify_ocr)
+        if cfg.shards.embed_media and result.cot_rows:
+            result.cot_rows = embed_media(result.cot_rows, source, cfg)
+    except Exception as exc:  # noqa: BLE001 - one video's failure is its questions' reject (see docstring)
+        # Evidence and question summaries stand; no trajectory or RL row of this video is kept.
+        return VideoResult(source.video_id, result.analysis, result.rows, result.summaries,
+                           rejects=failure_rejects(records, source, "synthesis", exc))
     if not result.synthesis_cached:
         result.synthesis_seconds = round(time.perf_counter() - t0, 3)
-    if cfg.shards.embed_media and result.cot_rows:
-        result.cot_rows = embed_media(result.cot_rows, source, cfg)
     return result
 
 
@@ -78,10 +89,14 @@ def analyze_and_match(source: VideoSource, records: list[QARecord], cfg: Curatio
             records, "ocr", "missing_precomputed_ocr", str(source.path),
             f"video {source.video_id}: --ocr precomputed but video_ocr/{source.video_id}.json is missing"))
     try:
-        analysis = analyze_video(source, cfg, ocr=ocr, detector=detector, precomputed_ocr=pre, cache_dir=cache_dir)
-    except MediaError as exc:
-        return VideoResult(source.video_id, None, rejects=_rejects(records, "media", "corrupt_media",
-                                                                   str(source.path), str(exc)))
+        # The detector runs only for videos with a question a detected object can answer (cheap before expensive).
+        if detector is None and cfg.detector.backend != "none":
+            detector = create_detector(cfg.detector)
+        objects = detector is not None and needs_objects(records, detector.labels)
+        analysis = analyze_video(source, cfg, ocr=ocr, detector=detector, precomputed_ocr=pre, cache_dir=cache_dir,
+                                 objects=objects)
+    except Exception as exc:  # noqa: BLE001 - one video's failure is its questions' reject (see curate_video)
+        return VideoResult(source.video_id, None, rejects=failure_rejects(records, source, "analysis", exc))
     timestamps = {i: analysis.timestamp(i) for i in range(analysis.num_frames)}
     observations = propagate(analysis.by_frame(), analysis.representative, timestamps)
     rows, summaries = match_video(records, observations, cfg.matching)
@@ -91,9 +106,10 @@ def analyze_and_match(source: VideoSource, records: list[QARecord], cfg: Curatio
 def embed_media(rows: list[CoTRow], source: VideoSource, cfg: CurationConfig) -> list[CoTRow]:
     """Store each image's JPEG bytes next to its reference, so a shard trains without the videos."""
     out: list[CoTRow] = []
-    with open_video(source.path, config=cfg.media, video_id=source.video_id) as reader:
+    with open_video(source.path, config=cfg.media, video_id=source.video_id) as video:
+        reader = FrameCache(video)  # the rows of one video share most frames: decode each once
         for row in rows:
-            ex = ClipCropExecutor(reader, row.initial_frames, cfg.trajectories.ops)
+            ex = cfg.trajectories.view.executor(reader, row.initial_frames)
             messages = []
             for m in row.messages:
                 images = [ref.model_copy(update={"jpeg": encode_jpeg(ex.render(to_image_ref(ref)),
@@ -104,11 +120,20 @@ def embed_media(rows: list[CoTRow], source: VideoSource, cfg: CurationConfig) ->
     return out
 
 
-def encode_jpeg(image, quality: int) -> bytes:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return buf.tobytes()
+def failure_rejects(records: list[QARecord], source: VideoSource, stage: str, exc: Exception) -> list[Reject]:
+    """The rejects for a video whose ``stage`` raised ``exc``: stage ``media`` for media it cannot read or decode
+    (reason ``corrupt_media``, ``unreadable_media``, ``frame_gap``: :class:`MediaError`'s ``reason``).
+
+    Other errors keep the stage that raised them (``analysis_error``, ``synthesis_error``) and name the exception
+    and the line it came from, so a bug that rejects videos is visible in ``rejects.parquet`` and the summary.
+    """
+    if isinstance(exc, MediaError):
+        return _rejects(records, "media", exc.reason, str(source.path), str(exc))
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" (at {Path(where.filename).name}:{where.lineno})" if where else ""
+    detail = " ".join(str(exc).split())[:300]
+    return _rejects(records, stage, f"{stage}_error", str(source.path),
+                    f"video {source.video_id}: {stage} failed: {type(exc).__name__}: {detail}{at}")
 
 
 def _rejects(records: list[QARecord], stage: str, reason: str, file: str, message: str) -> list[Reject]:
@@ -141,10 +166,10 @@ def _synthesize(result: VideoResult, source: VideoSource, records: list[QARecord
             return
         except (ValueError, KeyError):
             path.unlink(missing_ok=True)
-    by_question: dict[int, list[dict]] = {}
+    by_question: dict[int, list[EvidenceRow]] = {}
     for row in result.rows:
-        if row["match"] == "answer":
-            by_question.setdefault(row["question_id"], []).append(row)
+        if row.match == "answer":
+            by_question.setdefault(row.question_id, []).append(row)
     video_ref = VideoRef(path=source.relative_to(Path(data_root)), kind=source.kind, fps=analysis.fps,
                          num_frames=analysis.num_frames)
     tcfg = cfg.trajectories
@@ -152,9 +177,7 @@ def _synthesize(result: VideoResult, source: VideoSource, records: list[QARecord
         synth = TrajectorySynthesizer(reader, verify_ocr, tcfg, cfg.matching)
         for rec in sorted(records, key=lambda r: r.question_id):
             answer_rows = by_question.get(rec.question_id, [])
-            evidence = [EvidenceItem(**{k: r[k] for k in ("frame_index", "timestamp_s", "bbox", "text", "kind",
-                                                          "match", "score")})
-                        for r in result.rows if r["question_id"] == rec.question_id][:32]
+            evidence = [r.item() for r in result.rows if r.question_id == rec.question_id][:32]
             common = dict(question_id=rec.question_id, video_id=rec.video_id, question=rec.question,
                           answers=list(rec.answers), source1=rec.source1, source2=rec.source2, video=video_ref,
                           initial_frames=list(synth.initial_frames), evidence=evidence,
@@ -163,7 +186,7 @@ def _synthesize(result: VideoResult, source: VideoSource, records: list[QARecord
                                                 ocr_backend=analysis.ocr_backend,
                                                 detector_backend=analysis.detector_backend,
                                                 config_hash=cfg.config_hash))
-            uncertainty = round(1.0 - max((r["score"] for r in answer_rows), default=0.0), 6)
+            uncertainty = round(1.0 - max((r.score for r in answer_rows), default=0.0), 6)
             trajectories = synth.synthesize(rec, answer_rows)
             used = _select(rec, trajectories, tcfg.sft_fraction_drp, tcfg.sft_fraction_crp, tcfg.seed)
             for t in trajectories:
@@ -184,6 +207,7 @@ def _synthesize(result: VideoResult, source: VideoSource, records: list[QARecord
                     difficulty=diff.difficulty, answer_in_initial=diff.answer_in_initial,
                     required_ops=list(diff.required_ops), qc=QC(status="auto_pass", uncertainty=uncertainty),
                     **common))
+    result.views_recognized, result.views_read_whole = synth.reads.recognized, synth.reads.detected
     write_json_atomic(path, {"cot": [r.model_dump(mode="json") for r in result.cot_rows],
                              "rl": [r.model_dump(mode="json") for r in result.rl_rows],
                              "candidates": result.candidates})

@@ -15,14 +15,16 @@ its reason.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from videor4.contracts.dataset import QARecord
+from videor4.contracts.evidence_schema import EvidenceRow
 from videor4.contracts.metrics import edit_distance, normalize_answer
 
 # Words that carry no evidence: wh-words, auxiliaries and the like. Kept short on purpose:
@@ -47,7 +49,7 @@ _TOKEN = re.compile(r"[a-z0-9]+")
 class MatchConfig(BaseModel):
     """Thresholds of the matcher; every value is part of the evidence cache key."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     min_fuzzy_similarity: float = Field(0.8, description="1 - edit/len threshold for a fuzzy answer match")
     short_answer_len: int = Field(2, description="answers this short (chars, compacted) must equal a whole OCR token")
@@ -58,7 +60,7 @@ class MatchConfig(BaseModel):
 
 
 @dataclass(frozen=True)
-class Observation:
+class FrameObservation:
     """One thing seen in one frame: an OCR line or a detected object."""
 
     frame_index: int
@@ -86,10 +88,16 @@ def _compact(norm: str) -> str:
     return "".join(_TOKEN.findall(norm))
 
 
-def _unit(text: str, bbox: tuple[float, float, float, float], score: float) -> _Unit:
+@functools.lru_cache(maxsize=1 << 16)
+def _normalized(text: str) -> tuple[str, str, tuple[str, ...]]:
+    """(normalized, compacted, tokens) of an OCR text: a video shows the same lines in frame after frame."""
     norm = normalize_answer(text)
-    return _Unit(text=text, bbox=bbox, score=score, norm=norm, compact=_compact(norm),
-                 tokens=tuple(_TOKEN.findall(norm)))
+    return norm, _compact(norm), tuple(_TOKEN.findall(norm))
+
+
+def _unit(text: str, bbox: tuple[float, float, float, float], score: float) -> _Unit:
+    norm, compact, tokens = _normalized(text)
+    return _Unit(text=text, bbox=bbox, score=score, norm=norm, compact=compact, tokens=tokens)
 
 
 def box_union(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float, float]:
@@ -97,7 +105,7 @@ def box_union(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, flo
     return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
 
 
-def _neighbours(a: Observation, b: Observation, gap: float) -> bool:
+def _neighbours(a: FrameObservation, b: FrameObservation, gap: float) -> bool:
     """``b`` continues ``a``: next on the same line, or the line below overlapping it horizontally."""
     ah, bh = a.bbox[3] - a.bbox[1], b.bbox[3] - b.bbox[1]
     h = max(ah, bh, 1e-6)
@@ -109,7 +117,7 @@ def _neighbours(a: Observation, b: Observation, gap: float) -> bool:
     return same_line or stacked
 
 
-def _frame_units(obs: Sequence[Observation], cfg: MatchConfig) -> list[_Unit]:
+def _frame_units(obs: Sequence[FrameObservation], cfg: MatchConfig) -> list[_Unit]:
     """Each OCR box, plus every reading-order chain of up to ``max_merge`` neighbouring boxes."""
     ocr = sorted((o for o in obs if o.kind == "ocr"), key=lambda o: (round(o.bbox[1], 2), o.bbox[0]))
     nxt = [[j for j in range(len(ocr)) if j != i and _neighbours(ocr[i], ocr[j], cfg.line_gap)]
@@ -133,29 +141,57 @@ def _frame_units(obs: Sequence[Observation], cfg: MatchConfig) -> list[_Unit]:
 
 
 def _answer_score(answer_norm: str, unit: _Unit, cfg: MatchConfig) -> float:
+    return _text_score(answer_norm, unit.text, cfg.min_fuzzy_similarity, cfg.short_answer_len)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _chars(text: str) -> Counter:
+    return Counter(text)
+
+
+def _similar(a: str, b: str, threshold: float) -> float | None:
+    """1 - edit distance / longer length when that reaches ``threshold``, else None (the edit distance is at
+    least the length difference, so most pairs are settled without computing it)."""
+    longer = max(len(a), len(b))
+    if 1.0 - abs(len(a) - len(b)) / longer < threshold:
+        return None
+    # Nor can it be below the number of characters the shorter string has that the other lacks.
+    if sum((_chars(a) & _chars(b)).values()) / longer < threshold:
+        return None
+    sim = 1.0 - edit_distance(a, b) / longer
+    return sim if sim >= threshold else None
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _text_score(answer_norm: str, text: str, min_fuzzy: float, short_len: int) -> float:
+    """How well OCR ``text`` shows the normalized answer: a function of the two texts alone, so it is cached
+    (the same lines are matched in frame after frame, for every question of a video)."""
     ans_c = _compact(answer_norm)
-    if not ans_c or not unit.compact:
+    norm, compact, tokens = _normalized(text)
+    if not ans_c or not compact:
         return 0.0
-    if answer_norm == unit.norm or ans_c == unit.compact:
+    if answer_norm == norm or ans_c == compact:
         return 1.0
     ans_tokens = tuple(_TOKEN.findall(answer_norm))
-    if len(ans_c) <= cfg.short_answer_len:
+    if len(ans_c) <= short_len:
         # "2", "No": only a whole token counts, and even then it is weak evidence.
-        return 0.6 if ans_c in unit.tokens else 0.0
+        return 0.6 if ans_c in tokens else 0.0
     n = len(ans_tokens)
-    if n and any(unit.tokens[i:i + n] == ans_tokens for i in range(len(unit.tokens) - n + 1)):
-        return 0.7 + 0.3 * len(ans_c) / len(unit.compact)
-    sim = 1.0 - edit_distance(ans_c, unit.compact) / max(len(ans_c), len(unit.compact))
-    if sim >= cfg.min_fuzzy_similarity:
+    if n and any(tokens[i:i + n] == ans_tokens for i in range(len(tokens) - n + 1)):
+        return 0.7 + 0.3 * len(ans_c) / len(compact)
+    sim = _similar(ans_c, compact, min_fuzzy)
+    if sim is not None:
         return 0.9 * sim
-    # The answer inside a longer line, with an OCR slip ("cook meat and I eggs"): fuzzy over token windows.
+    # The answer inside a longer line, with an OCR slip ("cook meat and I eggs"): fuzzy over token windows
+    # (none can match when the line lacks too many of the answer's characters).
     best = 0.0
+    if sum((_chars(ans_c) & _chars(compact)).values()) / len(ans_c) < min_fuzzy:
+        return best
     for size in range(max(1, n - 1), n + 2):
-        for i in range(len(unit.tokens) - size + 1):
-            window = "".join(unit.tokens[i:i + size])
-            sim = 1.0 - edit_distance(ans_c, window) / max(len(ans_c), len(window))
-            if sim >= cfg.min_fuzzy_similarity:
-                best = max(best, 0.8 * sim * (0.7 + 0.3 * len(ans_c) / len(unit.compact)))
+        for i in range(len(tokens) - size + 1):
+            sim = _similar(ans_c, "".join(tokens[i:i + size]), min_fuzzy)
+            if sim is not None:
+                best = max(best, 0.8 * sim * (0.7 + 0.3 * len(ans_c) / len(compact)))
     return best
 
 
@@ -165,7 +201,7 @@ def answer_match_score(answers: Iterable[str], text: str, cfg: MatchConfig) -> f
     return max((_answer_score(normalize_answer(a), unit, cfg) for a in answers), default=0.0)
 
 
-def best_answer_reading(answers: Sequence[str], boxes: Sequence[Observation], cfg: MatchConfig) -> tuple[float, str]:
+def best_answer_reading(answers: Sequence[str], boxes: Sequence[FrameObservation], cfg: MatchConfig) -> tuple[float, str]:
     """The best-matching reading among OCR boxes and their merged neighbours (e.g. a re-OCR'd crop).
 
     Matching per box/chain rather than on the joined text keeps reading order from breaking a
@@ -201,27 +237,33 @@ class QuestionSummary:
     best_text: str
 
 
-def match_question(record: QARecord, observations: Mapping[int, Sequence[Observation]],
-                   cfg: MatchConfig) -> tuple[list[dict], QuestionSummary]:
+def match_question(record: QARecord, observations: Mapping[int, Sequence[FrameObservation]],
+                   cfg: MatchConfig, units: Mapping[int, list[_Unit]] | None = None
+                   ) -> tuple[list[dict], QuestionSummary]:
     """Match one question against every frame's observations.
 
     ``observations`` maps frame index → what was seen there (after dedupe
     propagation, so a dropped near-duplicate frame carries its representative's
-    observations and the answer is tracked over its whole span).
+    observations and the answer is tracked over its whole span). ``units``: each frame's
+    :func:`frame_units`, when the caller matches several questions against the same frames.
     """
+    units = units if units is not None else frame_units(observations, cfg)
     answers = [a for a in dict.fromkeys(normalize_answer(a) for a in record.answers) if _compact(a)]
     keys = key_phrases(record.question, cfg)
     q_words = set(_TOKEN.findall(normalize_answer(record.question)))
-    rows: list[dict] = []
+    rows: list[EvidenceRow] = []
+    text_score: dict[str, float] = {}  # per unit text: frames repeat the same lines
     for frame_index in sorted(observations):
         obs = observations[frame_index]
         if not obs:
             continue
         ts, backend_of = obs[0].timestamp_s, {o.kind: o.backend for o in obs}
-        units = _frame_units(obs, cfg)
         best_answer: dict[tuple, tuple[float, _Unit]] = {}
-        for unit in units:
-            s = max((_answer_score(a, unit, cfg) for a in answers), default=0.0) * unit.score
+        for unit in units[frame_index]:
+            score = text_score.get(unit.text)
+            if score is None:
+                score = text_score[unit.text] = max((_answer_score(a, unit, cfg) for a in answers), default=0.0)
+            s = score * unit.score
             if s >= cfg.min_score:
                 best_answer[unit.bbox] = max(best_answer.get(unit.bbox, (0.0, unit)), (s, unit),
                                              key=lambda t: t[0])
@@ -237,11 +279,27 @@ def match_question(record: QARecord, observations: Mapping[int, Sequence[Observa
                     s = 0.5 * o.score * min(1.0, sum(len(k) for k in hit) / max(len(u.compact), 1))
                     if s >= cfg.min_score * 0.5:
                         rows.append(_row(record, frame_index, ts, "ocr", o.text, o.bbox, "question", s, o.backend))
-            elif o.kind == "object" and (q_words & _LABEL_WORDS.get(o.text, {o.text})):
+            elif o.kind == "object" and (q_words & label_words(o.text)):
                 rows.append(_row(record, frame_index, ts, "object", o.text, o.bbox, "question", 0.8 * o.score,
                                  o.backend))
-    rows.sort(key=lambda r: (-r["score"], r["frame_index"], r["bbox"]))
+    rows.sort(key=lambda r: (-r.score, r.frame_index, r.bbox))
     return rows, _summarize(record, rows)
+
+
+def label_words(label: str) -> set[str]:
+    """Question words that refer to a detector label (the label itself for labels without a word list)."""
+    return _LABEL_WORDS.get(label, {label})
+
+
+def needs_objects(records: Iterable[QARecord], labels: Iterable[str]) -> bool:
+    """Whether any question could be matched to a detected object with one of ``labels``.
+
+    The matcher links an object to a question only when a question word refers to its label
+    (:func:`match_question`); when no question has such a word, detecting objects cannot add evidence, so the
+    analysis skips the detector for that video.
+    """
+    words = set().union(*(label_words(label) for label in labels))
+    return any(words & set(_TOKEN.findall(normalize_answer(r.question))) for r in records)
 
 
 def _drop_covering(best: dict[tuple, tuple[float, _Unit]]) -> list[tuple[float, _Unit]]:
@@ -261,14 +319,14 @@ def _contains(outer: Sequence[float], inner: Sequence[float]) -> bool:
 
 
 def _row(rec: QARecord, frame_index: int, ts: float, kind: str, text: str, bbox: Sequence[float], match: str,
-         score: float, backend: str) -> dict:
-    return {"question_id": rec.question_id, "video_id": rec.video_id, "frame_index": int(frame_index),
-            "timestamp_s": float(ts), "kind": kind, "text": text, "bbox": [float(v) for v in bbox],
-            "match": match, "score": round(float(min(score, 1.0)), 6), "backend": backend}
+         score: float, backend: str) -> EvidenceRow:
+    return EvidenceRow(question_id=rec.question_id, video_id=rec.video_id, frame_index=int(frame_index),
+                       timestamp_s=float(ts), kind=kind, text=text, bbox=[float(v) for v in bbox], match=match,
+                       score=round(float(min(score, 1.0)), 6), backend=backend)
 
 
-def _summarize(rec: QARecord, rows: list[dict]) -> QuestionSummary:
-    answer_rows = [r for r in rows if r["match"] == "answer"]
+def _summarize(rec: QARecord, rows: list[EvidenceRow]) -> QuestionSummary:
+    answer_rows = [r for r in rows if r.match == "answer"]
     use = answer_rows or rows
     if not use:
         reason = "no OCR text or object matched the answer or the question's key phrases"
@@ -277,35 +335,49 @@ def _summarize(rec: QARecord, rows: list[dict]) -> QuestionSummary:
         return QuestionSummary(rec.question_id, rec.video_id, "none", reason, 0, -1, -1, -1, 0.0, "")
     best = use[0]
     # Track the best text over time: the same reading (after normalization) in other frames.
-    best_norm = normalize_answer(best["text"])
-    frames = [r["frame_index"] for r in use if normalize_answer(r["text"]) == best_norm]
+    best_norm = normalize_answer(best.text)
+    frames = [r.frame_index for r in use if normalize_answer(r.text) == best_norm]
     status = "answer" if answer_rows else "question_only"
     reason = "" if answer_rows else "answer text not found; only question key phrases / objects matched"
-    return QuestionSummary(rec.question_id, rec.video_id, status, reason, len(rows), best["frame_index"],
-                           min(frames), max(frames), best["score"], best["text"])
+    return QuestionSummary(rec.question_id, rec.video_id, status, reason, len(rows), best.frame_index,
+                           min(frames), max(frames), best.score, best.text)
 
 
-def match_video(records: Iterable[QARecord], observations: Mapping[int, Sequence[Observation]],
+def frame_units(observations: Mapping[int, Sequence[FrameObservation]], cfg: MatchConfig) -> dict[int, list[_Unit]]:
+    """Every frame's match units (:func:`_frame_units`); frames showing the same boxes (a near-duplicate and its
+    representative) share one list."""
+    seen: dict[tuple, list[_Unit]] = {}
+    out: dict[int, list[_Unit]] = {}
+    for frame_index, obs in observations.items():
+        key = tuple((o.text, o.bbox, o.score) for o in obs if o.kind == "ocr")
+        if key not in seen:
+            seen[key] = _frame_units(obs, cfg)
+        out[frame_index] = seen[key]
+    return out
+
+
+def match_video(records: Iterable[QARecord], observations: Mapping[int, Sequence[FrameObservation]],
                 cfg: MatchConfig) -> tuple[list[dict], list[QuestionSummary]]:
-    rows: list[dict] = []
+    rows: list[EvidenceRow] = []
     summaries: list[QuestionSummary] = []
+    units = frame_units(observations, cfg)
     for rec in sorted(records, key=lambda r: r.question_id):
-        r, s = match_question(rec, observations, cfg)
+        r, s = match_question(rec, observations, cfg, units)
         rows.extend(r)
         summaries.append(s)
     return rows, summaries
 
 
-def propagate(observations: Mapping[int, Sequence[Observation]], representative: Mapping[int, int],
-              timestamps: Mapping[int, float]) -> dict[int, list[Observation]]:
+def propagate(observations: Mapping[int, Sequence[FrameObservation]], representative: Mapping[int, int],
+              timestamps: Mapping[int, float]) -> dict[int, list[FrameObservation]]:
     """Give every dropped near-duplicate frame the observations of the frame that stands for it."""
-    out: dict[int, list[Observation]] = {k: list(v) for k, v in observations.items()}
+    out: dict[int, list[FrameObservation]] = {k: list(v) for k, v in observations.items()}
     by_rep: dict[int, list[int]] = defaultdict(list)
     for frame, rep in representative.items():
         if frame != rep:
             by_rep[rep].append(frame)
     for rep, frames in by_rep.items():
         for f in frames:
-            out[f] = [Observation(f, timestamps[f], o.kind, o.text, o.bbox, o.score, o.backend)
+            out[f] = [FrameObservation(f, timestamps[f], o.kind, o.text, o.bbox, o.score, o.backend)
                       for o in observations.get(rep, ())]
     return out

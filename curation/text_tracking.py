@@ -12,7 +12,13 @@ from sparse optical flow (a few hundred corners, pyramidal Lucas–Kanade, RANSA
   regions are read, the rest is carried over, and the current frame becomes the reference;
 * the motion cannot be estimated (a cut), much of the picture changed, or the picture was zoomed by
   more than ``max_scale_change`` since the last whole read (text that was too small may now be
-  readable) → the whole frame is read again.
+  readable) → the whole frame is read again — where it has any contrast (flat parts hold no text; a blank
+  frame costs nothing).
+
+A still picture whose content changed (a screen recording, a slide deck) defeats the motion fit but not the
+in-place comparison, so it is read where it changed rather than as a cut. Lines detected in re-read pixels that
+did not change keep their text without reaching the recogniser; the rest of a frame's regions are recognised in
+one batch.
 
 The recall cost of this is measured against OCR on every frame by ``make bench``.
 """
@@ -29,7 +35,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from videor4.curation.evidence import box_union
-from videor4.curation.ocr import OCRBackend, OCRConfig, TextBox, detection_scale
+from videor4.curation.ocr import LineRecognizer, OCRBackend, OCRConfig, TextBox, detection_scale
 
 
 class TrackingConfig(BaseModel):
@@ -56,6 +62,10 @@ class TrackingConfig(BaseModel):
         1.2, gt=1, description="read the whole frame again once the picture is zoomed in or out by this "
         "factor since its last whole read")
     margin_px: int = Field(16, ge=0, description="pixels added around a changed region before it is read")
+    ink_contrast: float = Field(
+        8.0, ge=0, description="a whole-frame read detects text only where the frame has local contrast above this "
+        "(grey levels, morphological gradient at half resolution): flat parts cannot hold legible text, and a "
+        "frame without any (a black or blank screen) costs no model call. 0: always detect in the whole frame")
     recheck_interval_s: float = Field(
         0.5, ge=0, description="within a shot, changes are re-read at most this often (seconds of video); "
         "in between, the last read's text is carried along the motion. Cuts are read at once. Text that "
@@ -67,11 +77,16 @@ class TrackingCounters:
     """What the tracker did, for the run's stats.json."""
 
     full_reads: int = 0
+    blank_frames: int = 0  # whole reads that needed no model call: nothing in the frame can hold text
     cuts: int = 0  # whole reads because the motion was lost (first frame, cut, flat picture that changed)
     zoom_reads: int = 0  # whole reads because the picture was zoomed by max_scale_change
     change_reads: int = 0  # whole reads because more than max_changed_fraction changed
+    still_changes: int = 0  # motion lost but the picture did not move (a screen or slide whose content changed):
+    #                         read as changed regions, not as a cut
     region_reads: int = 0
     tracked_frames: int = 0  # frames whose text came (at least partly) from an earlier read
+    lines_recognized: int = 0  # text lines the recogniser read
+    lines_unchanged: int = 0  # lines detected again in re-read pixels that had not changed: earlier text kept
 
 
 def _warp_points(points: tuple[float, ...], m: np.ndarray) -> tuple[float, ...]:
@@ -91,6 +106,22 @@ def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, flo
 
 def _overlaps(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _unchanged_line(box: tuple[float, float, float, float], carried: Sequence[TextBox], changed: np.ndarray,
+                    cell: float) -> TextBox | None:
+    """The carried line at ``box`` (frame pixels) when no cell under the box changed, else None.
+
+    ``changed`` is the tracker's grid of changed cells (``cell`` frame pixels square); a box reaching past the
+    grid (the frame's right or bottom strip) counts as changed.
+    """
+    x1, y1, x2, y2 = box
+    gx1, gy1 = max(0, math.floor(x1 / cell)), max(0, math.floor(y1 / cell))
+    gx2, gy2 = math.ceil(x2 / cell), math.ceil(y2 / cell)
+    if gx2 > changed.shape[1] or gy2 > changed.shape[0] or changed[gy1:gy2, gx1:gx2].any():
+        return None
+    best = max(carried, key=lambda b: _iou(b.bbox, box), default=None)
+    return best if best is not None and _iou(best.bbox, box) >= 0.6 else None
 
 
 class TextTracker:
@@ -114,57 +145,126 @@ class TextTracker:
         """
         if self.config.method == "none":  # every frame read whole: the reference recall is measured against
             self.counters.full_reads += 1
-            return self.ocr.read(image)
+            boxes = self.ocr.read(image)
+            self.counters.lines_recognized += len(boxes)
+            return boxes
         h, w = image.shape[:2]
         f = self.config.analysis_width / w
-        grey = cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image,
-                          (self.config.analysis_width, max(8, round(h * f))), interpolation=cv2.INTER_AREA)
+        self._full_grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+        grey = cv2.resize(self._full_grey, (self.config.analysis_width, max(8, round(h * f))),
+                          interpolation=cv2.INTER_AREA)
         motion = self._motion(grey) if self._ref is not None else None
+        changed = None
+        if motion is None and self._ref is not None and self._ref.shape == grey.shape:
+            # No motion fits, yet the picture may not have moved at all: a screen recording or a slide deck whose
+            # content changed. Then only what changed is read, and unchanged lines (a slide's footer) are kept.
+            changed = self._changed_cells(grey, np.eye(2, 3))
+            if changed.mean() <= self.config.max_changed_fraction:
+                motion = np.eye(2, 3)
+                self.counters.still_changes += 1
         if motion is None:
             self.counters.cuts += 1
             return self._read_whole(image, grey, timestamp)
         full = motion.copy()
         full[:, 2] /= f  # analysis pixels -> frame pixels (same linear part: both images scale by f)
         carried = self._carry(self._ref_boxes, full, w, h)
-        if not last and timestamp - self._read_at < self.config.recheck_interval_s - 1e-6:
+        if changed is None and not last and timestamp - self._read_at < self.config.recheck_interval_s - 1e-6:
             self.counters.tracked_frames += 1
             return carried  # same shot, read moments ago: follow its text, look for changes later
         zoom = self._scale_since_read * math.sqrt(abs(float(np.linalg.det(motion[:, :2]))))
         if abs(math.log(zoom)) > math.log(self.config.max_scale_change):
             self.counters.zoom_reads += 1
             return self._read_whole(image, grey, timestamp)
-        changed = self._changed_cells(grey, motion)
+        changed = self._changed_cells(grey, motion) if changed is None else changed
         if changed.mean() > self.config.max_changed_fraction:
             self.counters.change_reads += 1
-            return self._read_whole(image, grey, timestamp)
+            return self._read_whole(image, grey, timestamp, carried, changed, zoom)
         if not changed.any():
             self.counters.tracked_frames += 1
             return carried  # the reference stays: later frames are compared with it, so drift cannot pile up
         regions = self._regions(changed, f, w, h, carried)
         if sum((x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in regions) > 2 * self.config.max_changed_fraction * w * h:
             self.counters.change_reads += 1
-            return self._read_whole(image, grey, timestamp)
+            return self._read_whole(image, grey, timestamp, carried, changed, zoom)
         self.counters.tracked_frames += 1
+        self.counters.region_reads += len(regions)
         kept = [b for b in carried if not any(_overlaps(b.bbox, r) for r in regions)]
-        det_scale = detection_scale(image.shape, self.ocr_config)
         fresh: list[TextBox] = []
-        for x1, y1, x2, y2 in regions:
-            self.counters.region_reads += 1
-            for b in self.ocr.read(np.ascontiguousarray(image[y1:y2, x1:x2]), det_scale=det_scale):
-                box = TextBox(b.text, b.score, tuple(v + (x1 if i % 2 == 0 else y1) for i, v in enumerate(b.points)))
-                # Overlapping regions may read the same line twice; keep it once.
-                if not any(o.text == box.text and _iou(o.bbox, box.bbox) > 0.5 for o in fresh):
-                    fresh.append(box)
+        for box in self._read_regions(image, regions, carried, changed):
+            # Overlapping regions may read the same line twice; keep it once.
+            if not any(o.text == box.text and _iou(o.bbox, box.bbox) > 0.5 for o in fresh):
+                fresh.append(box)
         kept += fresh
         self._set_reference(grey, kept, zoom, timestamp)
         return kept
 
     # -- internals ------------------------------------------------------------------------------
-    def _read_whole(self, image: np.ndarray, grey: np.ndarray, timestamp: float) -> list[TextBox]:
+    def _read_whole(self, image: np.ndarray, grey: np.ndarray, timestamp: float, carried: Sequence[TextBox] = (),
+                    changed: np.ndarray | None = None, zoom: float = 1.0) -> list[TextBox]:
+        """Read the whole frame; with ``carried``/``changed`` (the motion is known), lines whose pixels did not
+        change keep their text. The zoom since the last whole read restarts unless only content changed."""
         self.counters.full_reads += 1
-        boxes = self.ocr.read(image)
-        self._set_reference(grey, boxes, 1.0, timestamp)
+        regions = self._ink_regions(image, grey)
+        boxes = self._read_regions(image, regions, carried, changed) if regions else []
+        self.counters.blank_frames += not regions
+        self._set_reference(grey, boxes, zoom if carried else 1.0, timestamp)
         return boxes
+
+    def _ink_regions(self, image: np.ndarray, grey: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """The parts of a frame that can hold text: where local contrast reaches ``ink_contrast``.
+
+        A cheap gate before the detector (a few ms): screens, slides and captions on flat backgrounds leave
+        much of a frame flat. The parts are built like changed regions (cells, grown by a cell and a margin);
+        when they cover most of the frame, the frame is read whole in one call.
+        """
+        h, w = image.shape[:2]
+        if self.config.ink_contrast <= 0:
+            return [(0, 0, w, h)]
+        half = cv2.resize(self._full_grey, (max(1, w // 2), max(1, h // 2)), interpolation=cv2.INTER_AREA)
+        gradient = cv2.morphologyEx(half, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+        ink = cv2.resize((gradient > self.config.ink_contrast).astype(np.uint8), grey.shape[::-1],
+                         interpolation=cv2.INTER_AREA) > 0
+        if not ink.any():
+            return []
+        c = self.config.cell_px
+        gh, gw = ink.shape[0] // c, ink.shape[1] // c
+        cells = ink[: gh * c, : gw * c].reshape(gh, c, gw, c).any(axis=(1, 3))
+        cells[-1, :] |= ink[gh * c - c:, : gw * c].reshape(-1, gw, c).any(axis=(0, 2))  # the strips the grid's
+        cells[:, -1] |= ink[: gh * c, gw * c - c:].reshape(gh, c, -1).any(axis=(1, 2))  # last cells leave out
+        regions = self._regions(cells, self.config.analysis_width / w, w, h, [])
+        if sum((x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in regions) > 0.7 * w * h:
+            return [(0, 0, w, h)]
+        return regions
+
+    def _read_regions(self, image: np.ndarray, regions: Sequence[tuple[int, int, int, int]],
+                      carried: Sequence[TextBox] = (), changed: np.ndarray | None = None) -> list[TextBox]:
+        """The text of ``regions`` of ``image`` (frame pixels), all regions in one batch.
+
+        With an engine whose detection and recognition are separate steps, a detected line lying in cells that
+        did not change since the reference, at the place of a carried line, keeps that line's text: only lines
+        that can read differently reach the recogniser (the same rule by which whole unchanged frames carry
+        their text).
+        """
+        det_scale = detection_scale(image.shape, self.ocr_config)
+        if not isinstance(self.ocr, LineRecognizer):
+            boxes = self.ocr.read_regions(image, regions, det_scale)
+            self.counters.lines_recognized += len(boxes)
+            return boxes
+        quads = self.ocr.detect_regions(image, regions, det_scale)
+        same: dict[int, TextBox] = {}
+        if carried and changed is not None:
+            cell = self.config.cell_px * image.shape[1] / self.config.analysis_width
+            for i, quad in enumerate(quads):
+                old = _unchanged_line(TextBox("", 0.0, tuple(quad)).bbox, carried, changed, cell)
+                if old is not None:
+                    same[i] = TextBox(old.text, old.score, tuple(quad))
+        todo = [i for i in range(len(quads)) if i not in same]
+        read = dict(zip(todo, self.ocr.recognize(image, [quads[i] for i in todo])))
+        self.counters.lines_unchanged += len(same)
+        self.counters.lines_recognized += len(todo)
+        # Detection order (reading order per region), as a whole read gives it.
+        out = [same.get(i) or read.get(i) for i in range(len(quads))]
+        return [b for b in out if b is not None]
 
     def _set_reference(self, grey: np.ndarray, boxes: list[TextBox], zoom: float, timestamp: float) -> None:
         self._ref, self._ref_boxes, self._scale_since_read, self._read_at = grey, boxes, zoom, timestamp

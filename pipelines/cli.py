@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("videor4.pipelines.demo_cli", "run curation end-to-end on the bundled sample dataset"),
     "curate": ("videor4.pipelines.curate_cli", "decode, OCR, detect and match evidence for a dataset split"),
     "runs": ("videor4.pipelines.runs_cli", "inspect curation runs (progress, stats)"),
-    "shards": ("videor4.curation.shards_cli", "inspect and validate training shards"),
+    "shards": ("videor4.pipelines.shards_cli", "inspect, validate and export training shards; view transcripts"),
     "qc": ("videor4.pipelines.qc_cli", "human quality control in Label Studio (serve, push, pull)"),
     "eval": ("videor4.training.eval_cli", "score predictions with the official metrics, or run a model"),
     "train": ("videor4.training.train_cli", "run a training curriculum from a recipe YAML"),
@@ -58,7 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"videor4: error: {exc}", file=sys.stderr)
+        # The one place user errors are printed. Errors of reading a user's file become UserErrors where the
+        # file is read (``videor4.contracts.errors.user_input``); anything else is a bug and keeps its traceback.
+        print(f"videor4: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("videor4: interrupted", file=sys.stderr)

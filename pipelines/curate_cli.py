@@ -48,13 +48,16 @@ def config_from_args(args: argparse.Namespace):
 
 def run_from_args(args: argparse.Namespace, data_root: Path, split: str, out: Path) -> int:
     prefect_env.configure()
+    from videor4.contracts.dataset import load_split
     from videor4.contracts.errors import UserError
     from videor4.pipelines.curate_flow import run_curate
 
     if args.limit is not None and args.limit <= 0:
         raise UserError("--limit must be a positive number of videos")
     cfg = config_from_args(args)
-    prefect_env.start_local_server()
+    # Preflight: a user's mistake (data root, annotation file) is one line before any Prefect run starts;
+    # run_curate then locks --out (which also refuses a file or an unwritable folder) and starts Prefect.
+    load_split(data_root, split)
     summary = run_curate(data_root, split, out, cfg, limit=args.limit, workers=args.workers,
                          progress=not args.no_progress, runner=args.runner, address=args.address,
                          export_ocr=args.export_ocr)

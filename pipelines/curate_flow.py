@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,22 +24,25 @@ from videor4 import __version__
 from videor4.contracts.atomic import write_json_atomic, write_table_atomic
 from videor4.contracts.dataset import (
     QARecord,
-    Reject,
     SplitData,
     VideoSource,
     load_split,
     locate_media,
     missing_media_rejects,
 )
-from videor4.contracts.errors import UserError
-from videor4.contracts.shard_io import content_hash, counts, write_manifest, write_stage
+from videor4.contracts.errors import UserError, user_input
+from videor4.contracts.evidence_schema import evidence_table
+from videor4.contracts.rejects import REJECTS_FILE, Reject, write_rejects
+from videor4.contracts.run_lock import RunLock
+from videor4.contracts.shard_io import content_hash, counts, shard_files, write_manifest, write_stage
 from videor4.curation.analyze import video_ocr_json
 from videor4.curation.config import CurationConfig
 from videor4.curation.curate_video import VideoResult, curate_video
 from videor4.curation.detect import create_detector
 from videor4.curation.ocr import OCRConfig, create_ocr
-from videor4.curation.outputs import candidates_table, evidence_table, questions_table, rejects_table
-from videor4.curation.run_manifest import finish_run, start_run
+from videor4.curation.outputs import candidates_table, questions_table
+from videor4.curation.run_manifest import fail_run, finish_run, start_run
+from videor4.pipelines import prefect_env
 
 
 @dataclass
@@ -47,7 +51,8 @@ class RunSummary:
     out: str
     videos: int = 0
     videos_ok: int = 0
-    videos_cached: int = 0
+    videos_cached: int = 0  # videos whose analysis (decode, OCR, detection) came from the cache
+    videos_synthesis_cached: int = 0  # videos whose verified trajectories came from the cache (no synthesis run)
     frames_decoded: int = 0
     frames_ocr: int = 0
     ocr_calls: int = 0  # whole-frame OCR reads this run
@@ -75,7 +80,8 @@ class RunSummary:
     def lines(self) -> list[str]:
         reasons = ", ".join(f"{k}: {v}" for k, v in self.trajectory_rejects_by_reason.items())
         return [
-            f"split {self.split}: {self.videos_ok}/{self.videos} videos analysed ({self.videos_cached} from cache)",
+            f"split {self.split}: {self.videos_ok}/{self.videos} videos analysed ({self.videos_cached} from cache, "
+            f"{self.videos_synthesis_cached} with cached trajectories)",
             (f"frames decoded {self.frames_decoded}, kept {self.frames_ocr}; OCR this run: {self.ocr_calls} whole "
              f"frames, {self.region_ocr_calls} changed regions, {self.tracked_frames} frames carried by tracking"),
             f"questions {self.questions}: {self.questions_with_answer_evidence} with answer evidence, "
@@ -137,22 +143,69 @@ def curate_flow(data_root: Path, split: str, out: Path, cfg: CurationConfig, lim
         else:
             sources.append(src)
     run = start_run(out, split=split, data_root=data_root, video_ids=video_ids, cfg=cfg, runner=runner)
-    cache_dir = out / "cache"
-    futures = [process_video_task.submit(s, by_video[s.video_id], cfg, data_root, cache_dir) for s in sources]
-    results: list[VideoResult] = []
-    for fut in tqdm(futures, desc=f"curate {split}", unit="video", disable=not progress):
-        res = fut.result()
-        for rej in res.rejects[:1]:
-            print(rej.message)
-        results.append(res)
-    summary = write_outputs(data, video_ids, results, rejects, cfg, out, t0, export_ocr)
+    try:
+        cache_dir = out / "cache"
+        futures = [process_video_task.submit(s, by_video[s.video_id], cfg, data_root, cache_dir) for s in sources]
+        results: list[VideoResult] = []
+        for fut in tqdm(futures, desc=f"curate {split}", unit="video", disable=not progress):
+            res = fut.result()
+            for rej in res.rejects[:1]:
+                print(rej.message)
+            results.append(res)
+        summary = write_outputs(data, video_ids, results, rejects, cfg, out, t0, export_ocr)
+    except BaseException as exc:  # interrupted too: run.json must not say "running" for a run that ended
+        fail_run(out, run, exc)
+        raise
     finish_run(out, run, asdict(summary))
     return summary
 
 
 def write_outputs(data: SplitData, video_ids: list[str], results: list[VideoResult], rejects: list[Reject],
                   cfg: CurationConfig, out: Path, t0: float, export_ocr: bool = False) -> RunSummary:
-    """Merge per-video results in video-id order (deterministic whatever order workers finished in)."""
+    """Merge per-video results in video-id order (deterministic whatever order workers finished in).
+
+    A run's outputs are one set: they are written into ``<out>/.staging-<pid>/`` and only moved into place once
+    all of them exist (:func:`publish_outputs`), so a failure while writing (a value Arrow refuses, a full disk)
+    leaves the previous run's outputs as they were.
+    """
+    for old in out.glob(".staging-*"):  # left by a killed run (we hold the output folder's lock)
+        shutil.rmtree(old, ignore_errors=True)
+    staging = out / f".staging-{os.getpid()}"
+    try:
+        s = _write_outputs(data, video_ids, results, rejects, cfg, staging, out, t0, export_ocr)
+        publish_outputs(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return s
+
+
+def publish_outputs(staging: Path, out: Path) -> None:
+    """Move every file of ``staging`` to the same place under ``out``, then drop the shard files it replaced.
+
+    Target folders are made and checked first, so on a sound file system nothing after that can fail: the
+    moves are renames within one file system.
+    """
+    files = sorted(p.relative_to(staging) for p in staging.rglob("*") if p.is_file())
+    for rel in files:
+        target = out / rel
+        for folder in reversed(rel.parents[:-1]):
+            if (out / folder).exists() and not (out / folder).is_dir():
+                raise UserError(f"{out}: cannot write this run's outputs: {out / folder} is not a folder (move it "
+                                "away); the previous outputs are unchanged")
+        with user_input(f"{out}: cannot write this run's outputs"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_dir():
+            raise UserError(f"{out}: cannot write this run's outputs: {target} is a folder (move it away); the "
+                            "previous outputs are unchanged")
+    for rel in files:
+        os.replace(staging / rel, out / rel)
+    for stale in set(shard_files(out / "shards")) - {out / rel for rel in files}:
+        stale.unlink()
+
+
+def _write_outputs(data: SplitData, video_ids: list[str], results: list[VideoResult], rejects: list[Reject],
+                   cfg: CurationConfig, out: Path, final: Path, t0: float, export_ocr: bool) -> RunSummary:
+    """Every output of the run into ``out`` (the staging folder); ``final`` is where they will be published."""
     results = sorted(results, key=lambda r: r.video_id)
     rows = [row for r in results for row in r.rows]
     summaries = [s for r in results for s in r.summaries]
@@ -161,7 +214,10 @@ def write_outputs(data: SplitData, video_ids: list[str], results: list[VideoResu
     write_table_atomic(evidence_table(rows), out / "evidence.parquet")
     write_table_atomic(questions_table(summaries), out / "questions.parquet")
     write_table_atomic(candidates_table(candidates), out / "trajectories.parquet")
-    write_table_atomic(rejects_table(rejects), out / "rejects.parquet")
+    unverified = [Reject(stage="synthesis", reason="unverified_trajectory", message=c["reason"],
+                         video_id=c["video_id"], question_id=c["question_id"], sample_id=c["sample_id"])
+                  for c in candidates if not c["verified"]]
+    write_rejects(out / REJECTS_FILE, [*rejects, *unverified])
     shards = out / "shards"
     for stage in ("drp", "crp"):
         write_stage(shards, stage, [row for r in results for row in r.cot_rows if row.stage == stage], cfg.shards)
@@ -171,8 +227,9 @@ def write_outputs(data: SplitData, video_ids: list[str], results: list[VideoResu
     ok = [r.analysis for r in results if r.analysis is not None]
     verified = sum(c["verified"] for c in candidates)
     s = RunSummary(
-        split=data.split, out=str(out), videos=len(video_ids), videos_ok=len(ok),
+        split=data.split, out=str(final), videos=len(video_ids), videos_ok=len(ok),
         videos_cached=sum(a.from_cache for a in ok),
+        videos_synthesis_cached=sum(r.synthesis_cached for r in results if r.analysis is not None),
         frames_decoded=sum(len(a.sampled) for a in ok), frames_ocr=sum(len(a.kept) for a in ok),
         ocr_calls=sum(a.ocr_calls for a in ok if not a.from_cache),
         region_ocr_calls=sum(a.region_ocr_calls for a in ok if not a.from_cache),
@@ -195,6 +252,7 @@ def write_outputs(data: SplitData, video_ids: list[str], results: list[VideoResu
         s.rejects_by_reason[rej.reason] = s.rejects_by_reason.get(rej.reason, 0) + 1
     write_manifest(shards, {
         "config_hash": cfg.config_hash, "toolkit_version": __version__, "source_splits": [data.split],
+        "view": cfg.trajectories.view.model_dump(mode="json"),
         "data_root": str(Path(data.annotation_file).parent.parent.resolve()),
         "yields": {"questions": len(summaries), "questions_with_answer_evidence": s.questions_with_answer_evidence,
                    "trajectories": len(candidates), "verified": verified,
@@ -243,13 +301,20 @@ def make_task_runner(runner: str, workers: int, address: str | None = None):
 def run_curate(data_root: Path, split: str, out: Path, cfg: CurationConfig, *, limit: int | None = None,
                workers: int = 2, progress: bool = True, runner: str = "local",
                address: str | None = None, export_ocr: bool = False) -> RunSummary:
-    """Run the flow with ``workers`` videos in flight on the chosen task runner."""
+    """Run the flow with ``workers`` videos in flight on the chosen task runner.
+
+    ``out`` is locked for the whole run before anything is written into it (one run per output folder: a
+    second one is refused with a line naming the holder), and outside the flow, so that refusal, like an
+    output folder that cannot be written, is one line rather than a failed flow run.
+    """
     task_runner = make_task_runner(runner, workers, address)
     if runner == "dask" and not address and cfg.ocr.num_threads == 0:
         # Each local worker process runs its own OCR model; onnxruntime's default (one thread per core in
         # every process) would oversubscribe the machine, measured 0.86x for 2 workers on 2 cores.
         threads = max(1, (os.cpu_count() or 1) // max(1, workers))
         cfg = cfg.model_copy(update={"ocr": cfg.ocr.model_copy(update={"num_threads": threads})})
-    return curate_flow.with_options(task_runner=task_runner)(data_root, split, out, cfg, limit=limit,
-                                                              progress=progress, runner=runner,
-                                                              export_ocr=export_ocr)
+    with RunLock(out, f"videor4 curate --split {split}"):
+        prefect_env.start_local_server()
+        return curate_flow.with_options(task_runner=task_runner)(data_root, split, out, cfg, limit=limit,
+                                                                  progress=progress, runner=runner,
+                                                                  export_ocr=export_ocr)

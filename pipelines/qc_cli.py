@@ -38,16 +38,23 @@ def _serve(args: argparse.Namespace) -> int:
         stop_detached,
         wait_forever,
     )
-    from videor4.contracts.errors import UserError
+    from videor4.contracts.errors import UserError, user_input
 
     if args.stop:
-        pid = stop_detached(args.ls_data_dir)
-        print(f"stopped Label Studio (pid {pid})" if pid else f"no detached server recorded in {args.ls_data_dir}")
+        result = stop_detached(args.ls_data_dir)
+        if result is None:
+            print(f"no detached server recorded in {args.ls_data_dir}")
+        elif result.stopped:
+            print(f"stopped Label Studio (pid {result.pid})")
+        else:
+            print(f"nothing stopped: pid {result.pid} recorded in {args.ls_data_dir} is not a running Label Studio "
+                  "(it exited, or the number now belongs to another program); removed the stale pid file")
         return 0
     if args.data_root is None:
         raise UserError("--data-root is required: the dataset root whose qc_media/ the server may serve")
-    cfg = ServerConfig(data_dir=args.ls_data_dir, document_root=args.data_root, host=args.host,
-                       port=args.port or free_port(), binary=args.label_studio_bin)
+    with user_input("qc serve"):
+        cfg = ServerConfig(data_dir=args.ls_data_dir, document_root=args.data_root, host=args.host,
+                           port=args.port or free_port(), binary=args.label_studio_bin)
     if cfg.host not in ("127.0.0.1", "localhost"):
         print(f"warning: binding to {cfg.host} exposes Label Studio beyond this machine", file=sys.stderr)
     server = LabelStudioServer(cfg)
@@ -86,10 +93,11 @@ def _push(args: argparse.Namespace) -> int:
 
 def _pull(args: argparse.Namespace) -> int:
     prefect_env.configure()
-    from videor4.pipelines.qc_flows import make_resynthesizer, preflight, qc_pull, resolve_data_root
+    from videor4.pipelines.qc_flows import make_resynthesizer, preflight, qc_pull, resolve_data_root, shards_view
 
     preflight(args.shards, args.url, _api_key(args))
-    resynthesize = None if args.no_resynthesize else make_resynthesizer(resolve_data_root(args.shards, args.data_root))
+    resynthesize = None if args.no_resynthesize else make_resynthesizer(
+        resolve_data_root(args.shards, args.data_root), shards_view(args.shards))
     prefect_env.start_local_server()
     summary = qc_pull(args.shards, args.url, _api_key(args), args.project, resynthesize=resynthesize)
     print(json.dumps(asdict(summary)) if args.json else "\n".join(summary.lines()))

@@ -16,6 +16,8 @@ def _status(args: argparse.Namespace) -> int:
         return 0
     n = p["videos"]
     print(f"run {args.out}: {p['status']} (split {p['split']}, attempt {p['attempt']}, started {p['started']})")
+    if p["error"]:
+        print(f"  error: {p['error']} (fix it and rerun the same command: finished videos are reused)")
     for stage, done in p["done"].items():
         print(f"  {stage:9s} {done}/{n} videos" + (f" ({100 * done / n:.0f}%)" if n else ""))
     if p["stats"]:

@@ -67,3 +67,11 @@ def sample_run(tmp_path_factory: pytest.TempPathFactory, prefect_home: Path) -> 
     cfg = load_config(None, SAMPLE_TEST_OVERRIDES)
     summary = run_curate(sample_root(), SAMPLE_SPLIT, out, cfg, workers=2, progress=False)
     return SampleRun(out, cfg, summary)
+
+
+@pytest.fixture(scope="session")
+def tiny_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real 3 s, 10 fps, 224x128 mp4 whose frames show their index (decoded through contracts.media)."""
+    from tests.training.toy_data import write_tiny_video
+
+    return write_tiny_video(tmp_path_factory.mktemp("video") / "00001.mp4")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from videor4.contracts.dataset import QARecord, load_annotation_file
-from videor4.contracts.errors import UserError
+from videor4.contracts.errors import UserError, describe_input_error, user_input
 from videor4.contracts.metrics import prepare_answers
 
 # QARecord fields a score can be broken down by; the loader already maps the
@@ -67,10 +67,8 @@ def _read_predictions(path: Path) -> dict[int, tuple[str, int]]:
                 if not line.strip():
                     continue
                 where = f"{path}:{lineno}"
-                try:
+                with user_input(where):  # invalid or too deeply nested JSON: one line
                     row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"{where}: not valid JSON ({exc.msg})") from None
                 if not isinstance(row, dict):
                     raise UserError(f'{where}: expected an object with "question_id" and "pred_answer"')
                 for field in ("question_id", "pred_answer"):
@@ -87,8 +85,8 @@ def _read_predictions(path: Path) -> dict[int, tuple[str, int]]:
                 predictions[qid] = (answer, lineno)
     except FileNotFoundError:
         raise UserError(f"predictions file not found: {path}") from None
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, binary: one line
+        raise UserError(f"predictions {path}: {describe_input_error(exc)}") from None
     return predictions
 
 
@@ -227,6 +225,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # `eval run` needs torch: its module registers itself only where it exists.
     if importlib.util.find_spec("videor4.training.eval_run") is not None:
         importlib.import_module("videor4.training.eval_run").register_run(eval_sub)
+    # `eval transfer` imports lmms-eval (the `eval` extra) only when it runs.
+    from videor4.training.transfer import register_transfer
+
+    register_transfer(eval_sub)
 
     def _no_subcommand(_: argparse.Namespace) -> int:
         parser.print_help(sys.stderr)

@@ -45,7 +45,9 @@ def register_run(eval_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-calls", type=int, default=None, help="tool-call budget per question (default 4)")
     p.add_argument("--no-tools", action="store_true", help="single-pass baseline: no tools declared, one turn")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions of the split")
-    p.add_argument("--frames", type=int, default=8, help="frames in the initial view (default 8); the image budget grows to frames + 8 if it would not fit")
+    p.add_argument("--frames", type=int, default=None,
+                   help="frames in the initial view (default: the view the checkpoint was trained with, recorded in "
+                   "its videor4_view.json, else 8); a value that differs from the recorded view is refused")
     p.add_argument("--max-new-tokens", type=int, default=768, help="generated tokens per question, all turns")
     p.add_argument("--batch-size", type=int, default=8, help="questions rolled out together")
     p.add_argument("--engine", choices=("hf", "vllm"), default="hf", help="generation engine (vllm needs a GPU)")
@@ -81,7 +83,7 @@ def evaluate(
     max_calls: int | None = None,
     tools: bool = True,
     limit: int | None = None,
-    frames: int = 8,
+    frames: int | None = None,
     max_new_tokens: int = 768,
     batch_size: int = 8,
     engine: str = "hf",
@@ -89,16 +91,14 @@ def evaluate(
 ) -> dict[str, Any]:
     """Run (or resume) inference over a split and return the scores of ``score_predictions`` plus run stats."""
     from videor4.contracts.dataset import annotation_path, load_split, locate_media
-    from videor4.contracts.executor import OpsConfig
-    from videor4.contracts.view import PromptConfig
     from videor4.training.eval_cli import score_predictions
-    from videor4.training.rollout import RolloutConfig, RolloutSample
+    from videor4.training.rollout import RolloutSample
 
     model_dir, data_root, out = Path(model_dir), Path(data_root), Path(out)
     if not (model_dir / "config.json").is_file():
         raise UserError(f"model directory {model_dir} not found or has no config.json")
     for name, value in (("--frames", frames), ("--batch-size", batch_size), ("--max-new-tokens", max_new_tokens)):
-        if value < 1:
+        if value is not None and value < 1:
             raise UserError(f"{name} must be at least 1, got {value}")
     if limit is not None and limit < 0 or max_calls is not None and max_calls < 0:
         raise UserError("--limit and --max-calls must not be negative")
@@ -107,12 +107,8 @@ def evaluate(
         print(f"videor4: skipped: {reject.message}", file=sys.stderr)
     records = data.records[:limit] if limit is not None else data.records
 
-    ops = OpsConfig(max_calls=max_calls) if max_calls is not None else OpsConfig()
-    if frames >= ops.max_images:
-        ops = ops.model_copy(update={"max_images": frames + ops.clip_frames})
-    config = RolloutConfig(
-        max_new_tokens=max_new_tokens, ops=ops, prompt=PromptConfig(num_frames=frames, tools=tools)
-    )
+    config = eval_rollout_config(model_dir, frames=frames, max_calls=max_calls, tools=tools,
+                                 max_new_tokens=max_new_tokens)
     done = _resume(out)
     todo, no_media = [], []
     for record in records:
@@ -144,6 +140,28 @@ def evaluate(
     return result
 
 
+def eval_rollout_config(model_dir: str | Path | None = None, *, frames: int | None = None,
+                        max_calls: int | None = None, tools: bool = True, max_new_tokens: int = 768) -> Any:
+    """The rollout config of ``videor4 eval run`` (and of the lmms-eval ``videor4`` model) for these options.
+
+    The view is the checkpoint's recorded one (``videor4_view.json``, what it was trained on); options may change
+    budgets and tools, not pixels (a conflicting ``frames`` is refused). When the initial frames alone would
+    fill the image budget, the budget grows by one clip.
+    """
+    from videor4.contracts.executor import OpsConfig
+    from videor4.contracts.view import PromptConfig, load_view, resolve_view
+    from videor4.training.rollout import RolloutConfig
+
+    prompt = PromptConfig(tools=tools) if frames is None else PromptConfig(num_frames=frames, tools=tools)
+    ops = OpsConfig(max_calls=max_calls) if max_calls is not None else None
+    recorded = load_view(Path(model_dir)) if model_dir is not None else None
+    view = resolve_view(recorded, prompt, ops, f"eval --model {model_dir}")
+    if view.prompt.num_frames >= view.ops.max_images:
+        view = view.model_copy(update={"ops": view.ops.model_copy(
+            update={"max_images": view.prompt.num_frames + view.ops.clip_frames})})
+    return RolloutConfig(max_new_tokens=max_new_tokens, ops=view.ops, prompt=view.prompt)
+
+
 def _infer(
     todo: Sequence[Any], config: Any, model_dir: Path, out: Path, done: dict[int, str], batch_size: int,
     engine_name: str, device: str,
@@ -154,9 +172,11 @@ def _infer(
     from videor4.training.rollout import HFEngine, HFEngineConfig, run_rollouts, video_executor_factory
 
     if engine_name == "vllm":
-        from videor4.training.vllm_engine import VLLMEngine
+        from videor4.training.vllm_engine import VLLMEngine, VLLMEngineConfig
 
-        engine: Any = VLLMEngine.from_pretrained(model_dir)
+        # vLLM must accept every image a rollout can hold (initial frames + tool images) and its whole context.
+        engine: Any = VLLMEngine.from_pretrained(model_dir, VLLMEngineConfig(
+            max_images=config.ops.max_images, max_model_len=config.max_context_tokens))
     else:
         engine = HFEngine.from_pretrained(model_dir, HFEngineConfig(device=device, batch_size=batch_size))
     factory = video_executor_factory(config)
@@ -166,7 +186,7 @@ def _infer(
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             rollouts = run_rollouts(engine, batch, factory, config)
-            lines = "".join(json.dumps(_transcript(s, r, model_dir), ensure_ascii=False) + "\n" for s, r in zip(batch, rollouts))
+            lines = "".join(json.dumps(_transcript(s, r, model_dir, config), ensure_ascii=False) + "\n" for s, r in zip(batch, rollouts))
             with open(transcripts, "a", encoding="utf-8") as f:
                 f.write(lines)
             for sample, rollout in zip(batch, rollouts):
@@ -206,7 +226,11 @@ def _resume(out: Path) -> dict[int, str]:
     return done
 
 
-def _transcript(sample: Any, rollout: Any, model_dir: Path) -> dict[str, Any]:
+def _transcript(sample: Any, rollout: Any, model_dir: Path, config: Any) -> dict[str, Any]:
+    """One question's rumination: turns with observations, and the chat as a shard stores it (``messages``: text
+    with image tokens + re-executable refs) with the view, so the HTML viewer can replay every image."""
+    from videor4.contracts.shard_codec import chat_to_shard_messages
+
     return {
         "question_id": sample.meta["question_id"],
         "video_id": sample.meta["video_id"],
@@ -227,4 +251,7 @@ def _transcript(sample: Any, rollout: Any, model_dir: Path) -> dict[str, Any]:
             for turn in rollout.turns
         ],
         "initial_refs": [asdict(r) for r in rollout.refs[: len(rollout.refs) - sum(len(o.refs) for o in rollout.observations)]],
+        "video_path": str(sample.source),
+        "view": config.view.model_dump(mode="json"),
+        "messages": [m.model_dump(mode="json") for m in chat_to_shard_messages(rollout.messages, rollout.refs)],
     }

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from videor4.training.rewards import RewardSpec, video_r4_rewards
+from videor4.training.rollout import RolloutLimits
 from videor4.training.sft_config import OptimConfig
 
 
@@ -36,9 +37,8 @@ class GRPOConfig(OptimConfig):
     )
     temperature: float = Field(1.0, gt=0, description="sampling temperature (log-probs use the same temperature)")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
-    max_new_tokens: int = Field(768, ge=1, description="generated tokens per rollout, all turns together")
-    max_turn_tokens: int = Field(512, ge=1, description="generated tokens per assistant turn")
-    max_context_tokens: int = Field(16384, ge=1, description="prompt + generated + observations cap")
+    rollout: RolloutLimits = Field(default_factory=RolloutLimits, description="token budgets of one rollout "
+                                   "(max_new_tokens, max_turn_tokens, max_context_tokens); the view is the recipe's")
     engine: Literal["hf", "vllm"] = Field("hf", description="rollout engine: transformers generate or vLLM")
     engine_batch_size: int = Field(16, ge=1, description="conversations per HF generate call")
     vllm_gpu_memory_utilization: float = Field(
@@ -47,3 +47,10 @@ class GRPOConfig(OptimConfig):
         default_factory=video_r4_rewards, description="enabled rewards with weights (R' = Σ weight · reward)"
     )
     feature_batch_size: int = Field(16, ge=1, description="images per vision-encoder pass for R_div/R_rep features")
+    feature_encoder: str | None = Field(
+        None, description="checkpoint directory whose vision tower (frozen) embeds images for R_div/R_rep; None = "
+        "the stage's starting checkpoint (the reference policy), so the reward does not move as the policy learns")
+    is_correction: bool | None = Field(
+        None, description="truncated importance-sampling correction between the sampler's and the trainer's "
+        "log-probs (TRL's token_truncate); None = on with the vLLM engine, off with HF generate (same model)")
+    is_cap: float = Field(3.0, gt=0, description="upper bound of the per-token importance weight (TRL's default 3)")

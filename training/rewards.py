@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from videor4.contracts.errors import UserError
 from videor4.contracts.metrics import acc_score, anls_score
@@ -167,6 +167,8 @@ def curiosity_reward(
 # --- combination --------------------------------------------------------------------------------------------
 class RewardSpec(BaseModel):
     """One enabled reward: registry name, weight in R', and keyword parameters passed to the function."""
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="registered reward name (see videor4.training.rewards.REWARDS)")
     weight: float = Field(1.0, description="multiplier in the total reward (the paper's λ for div/rep/cur)")

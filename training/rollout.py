@@ -25,19 +25,17 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from videor4.contracts.chat import (
-    GENERATION_PROMPT,
     VISION_TOKENS,
     EncodedImages,
     Turn,
     build_messages,
     encode_chat,
     encode_images,
-    message_segments,
-    observation_content,
+    observation_turn,
     tokenize_segments,
 )
 from videor4.contracts.errors import UserError
@@ -50,19 +48,41 @@ from videor4.contracts.tool_protocol import (
     has_answer,
     parse_tool_calls,
 )
-from videor4.contracts.view import PromptConfig, display_size, fit_image
+from videor4.contracts.view import PromptConfig, ShardView, fit_image
 
 StopReason = Literal["answer", "eos", "max_calls", "max_images", "max_tokens"]
 
 
-class RolloutConfig(BaseModel):
-    """Budgets of one rollout; ``ops`` and ``prompt`` are the executor's and the prompt builder's configs."""
+class RolloutLimits(BaseModel):
+    """Token budgets of one rollout (a GRPO stage's ``rollout:`` block; the view comes from the recipe)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     max_new_tokens: int = Field(768, ge=1, description="generated tokens per rollout, all turns together")
     max_turn_tokens: int = Field(512, ge=1, description="generated tokens per assistant turn")
     max_context_tokens: int = Field(16384, ge=1, description="prompt + generated + observations cap")
+
+
+def turn_budget(limits: RolloutLimits, generated: int, context_tokens: int) -> int:
+    """Tokens the next assistant turn may generate: the per-turn, per-rollout and context budgets at once."""
+    context_left = limits.max_context_tokens - context_tokens
+    return max(0, min(limits.max_turn_tokens, limits.max_new_tokens - generated, context_left))
+
+
+class RolloutConfig(RolloutLimits):
+    """What the rollout loop needs: the token budgets and the view (``ops`` for the executor, ``prompt`` for
+    the chat rendering)."""
+
     ops: OpsConfig = Field(default_factory=OpsConfig, description="clip/crop budgets and geometry")
     prompt: PromptConfig = Field(default_factory=PromptConfig, description="frames, pixel budgets, tools on/off")
+
+    @property
+    def view(self) -> ShardView:
+        return ShardView(prompt=self.prompt, ops=self.ops)
+
+    @classmethod
+    def of(cls, limits: RolloutLimits, view: ShardView) -> RolloutConfig:
+        return cls(**limits.model_dump(), ops=view.ops, prompt=view.prompt)
 
 
 @dataclass
@@ -79,6 +99,7 @@ class Generation:
     token_ids: list[int]  # generated ids, up to and including the stop token
     text: str  # decoded, without a trailing <|im_end|>
     finished: bool  # stopped on a stop token/string (False: ran out of max_new_tokens)
+    logprobs: list[float] | None = None  # the sampler's log-prob of each generated id (for IS correction)
 
 
 class RolloutEngine(Protocol):
@@ -118,6 +139,9 @@ class Rollout:
     answer: str
     stop_reason: StopReason
     generated_tokens: int
+    # The sampler's log-prob of every token, aligned with ``input_ids`` (0 where the loop, not the model, wrote
+    # the token); None when the engine does not report them.
+    sampler_logprobs: list[float] | None = None
 
 
 class _Live:
@@ -133,24 +157,28 @@ class _Live:
         chat = encode_chat(processor, self.messages, shown, add_generation_prompt=True)
         self.state = PromptState(chat.input_ids, shown, chat.images)
         self.mask = chat.loss_mask
+        self.logprobs: list[float] | None = [0.0] * len(chat.input_ids)
         self.prompt_length = len(chat.input_ids)
         self.turns: list[Turn] = []
         self.generated = 0
         self.stop: StopReason | None = None
 
     def budget(self) -> int:
-        cfg = self.config
-        context_left = cfg.max_context_tokens - len(self.state.input_ids)
-        return max(0, min(cfg.max_turn_tokens, cfg.max_new_tokens - self.generated, context_left))
+        return turn_budget(self.config, self.generated, len(self.state.input_ids))
 
-    def append(self, ids: list[int], mask_value: int) -> None:
+    def append(self, ids: list[int], mask_value: int, logprobs: list[float] | None = None) -> None:
         self.state.input_ids += ids
         self.mask += [mask_value] * len(ids)
+        if self.logprobs is not None:
+            if mask_value and logprobs is None:
+                self.logprobs = None  # the engine did not report them: no IS correction for this rollout
+            else:
+                self.logprobs += list(logprobs) if logprobs is not None else [0.0] * len(ids)
 
     def step(self, gen: Generation) -> StopReason | None:
         """Record one generated turn; on tool calls, execute them and append the observation turn."""
         self.generated += len(gen.token_ids)
-        self.append(gen.token_ids, 1)
+        self.append(gen.token_ids, 1, gen.logprobs)
         self.turns.append(Turn(gen.text))
         self.messages.append({"role": "assistant", "content": gen.text})
         if has_answer(gen.text):
@@ -168,13 +196,11 @@ class _Live:
         observations = [executor.execute(c) for c in calls]
         self.turns[-1].observations = observations
         tokenizer = self.processor.tokenizer
-        # A stop on </tool_call> leaves the turn open; the template closes it (not model-generated: mask 0).
-        close = [] if _ends_with_im_end(gen, tokenizer) else [("<|im_end|>", False)]
         new_images = [fit_image(self.config.prompt, r, im) for o in observations for r, im in zip(o.refs, o.images)]
         encoded = encode_images(self.processor, new_images)
-        user = {"role": "user", "content": observation_content(observations)}
+        # A stop on </tool_call> leaves the turn open; the template closes it (not model-generated: mask 0).
+        user, segments = observation_turn(observations, turn_closed=_ends_with_im_end(gen, tokenizer))
         self.messages.append(user)
-        segments = [*close, ("\n", False), *message_segments(user), (GENERATION_PROMPT, False)]
         ids, _ = tokenize_segments(tokenizer, segments, encoded.num_tokens)
         self.append(ids, 0)
         self.state.images += new_images
@@ -201,6 +227,7 @@ class _Live:
             answer=extract_answer(final),
             stop_reason=self.stop or "eos",
             generated_tokens=self.generated,
+            sampler_logprobs=self.logprobs,
         )
 
 
@@ -214,27 +241,36 @@ def run_rollouts(
     executor_factory: Callable[[RolloutSample], ClipCropExecutor],
     config: RolloutConfig | None = None,
     progress: bool = False,
+    sync: Callable[[bool], bool] | None = None,
 ) -> list[Rollout]:
     """Roll out every sample, batching one generate call per turn across the samples still running.
 
     ``executor_factory`` builds each sample's executor (use :func:`video_executor_factory`, which applies
     ``config.ops`` and the prompt's display sizes); the loop closes each executor's reader when its rollout ends.
     Pass a sample G times for a GRPO group: each copy gets its own executor.
+
+    ``sync`` makes distributed ranks turn in lockstep (needed when the model's weights are sharded, ZeRO-3 or
+    FSDP, where every forward pass is a collective): it answers "does any rank still generate?" for this rank's
+    answer; a rank whose rollouts are done keeps joining with a one-token dummy turn until all are.
     """
     config = config or RolloutConfig()
     live = [_Live(s, executor_factory(s), engine.processor, config) for s in samples]
     stop = [TOOL_STOP] if config.prompt.tools else []
     bar = tqdm(total=len(live), desc="rollouts", unit="rollout", disable=not progress)
     running = live
-    while running:
+    while running or (sync is not None and live):
         for r in running:
             if r.stop is None and r.budget() == 0:
                 r.stop = "max_tokens"
         active = [r for r in running if r.stop is None]
+        if sync is not None and not sync(bool(active)):
+            break
         if active:
             generations = engine.generate([r.state for r in active], [r.budget() for r in active], stop)
             for r, gen in zip(active, generations):
                 r.stop = r.step(gen)
+        elif sync is not None:  # others still generate: join their collectives with a throw-away turn
+            engine.generate([live[-1].state], [1], stop)
         for r in running:
             if r.stop is not None:
                 r.executor.reader.close()
@@ -245,17 +281,14 @@ def run_rollouts(
 
 
 def video_executor_factory(config: RolloutConfig, media_config: Any = None) -> Callable[[RolloutSample], ClipCropExecutor]:
-    """Executors over ``sample.source`` (mp4 or frame folder) with ``prompt.num_frames`` uniform initial frames."""
-    from videor4.contracts.media import MediaConfig, open_video, uniform_indices
+    """Executors over ``sample.source`` (mp4 or frame folder) with the view's uniform initial frames."""
+    from videor4.contracts.media import MediaConfig, open_video
 
     media_config = media_config or MediaConfig()
+    view = config.view
 
     def factory(sample: RolloutSample) -> ClipCropExecutor:
-        reader = open_video(sample.source, config=media_config)
-        frames = uniform_indices(reader.num_frames, config.prompt.num_frames)
-        return ClipCropExecutor(
-            reader, frames, config.ops, display_size=lambda ref, size: display_size(config.prompt, ref, size)
-        )
+        return view.executor(open_video(sample.source, config=media_config))
 
     return factory
 
@@ -288,12 +321,16 @@ def collate(prompts: Sequence[PromptState], pad_id: int, image_token_id: int) ->
 class HFEngineConfig(BaseModel):
     """Sampling and batching of :class:`HFEngine`."""
 
+    model_config = ConfigDict(extra="forbid")
+
     do_sample: bool = Field(False, description="sample (True) or greedy decode (False)")
     temperature: float = Field(1.0, gt=0, description="sampling temperature")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
     top_k: int = Field(0, ge=0, description="top-k when sampling; 0 = the full softmax, which GRPO needs: its "
                        "log-probs are those of the untruncated distribution (transformers' default is 50)")
     batch_size: int = Field(8, ge=1, description="conversations per generate call")
+    return_logprobs: bool = Field(False, description="report the sampled tokens' log-probs (processed scores: "
+                                  "after temperature/top-p), for the GRPO importance-sampling correction")
     device: str = Field("auto", description="'auto' (cuda if available, else cpu), 'cpu', 'cuda:0', ...")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="model weights dtype")
 
@@ -324,11 +361,25 @@ class HFEngine:
         model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype).to(device).eval()
         return cls(model, AutoProcessor.from_pretrained(path), config)
 
+    # Set by a distributed trainer whose weights are sharded (ZeRO-3/FSDP): "does any rank still have a batch?".
+    # Every rank then calls ``model.generate`` equally often (transformers syncs the tokens inside one call).
+    lockstep: Callable[[bool], bool] | None = None
+
     def generate(self, prompts: Sequence[PromptState], max_new_tokens: Sequence[int], stop: Sequence[str]) -> list[Generation]:
         out: list[Generation] = []
         size = self.config.batch_size
-        for start in range(0, len(prompts), size):
-            out += self._generate(prompts[start : start + size], max_new_tokens[start : start + size], stop)
+        starts = list(range(0, len(prompts), size))
+        k = 0
+        while k < len(starts) or self.lockstep is not None:
+            mine = k < len(starts)
+            if self.lockstep is not None and not self.lockstep(mine):
+                break
+            if mine:
+                start = starts[k]
+                out += self._generate(prompts[start : start + size], max_new_tokens[start : start + size], stop)
+            else:  # another rank still generates: join with a one-token dummy batch
+                self._generate(prompts[-1:], [1], stop)
+            k += 1
         return out
 
     def _generate(self, prompts: Sequence[PromptState], limits: Sequence[int], stop: Sequence[str]) -> list[Generation]:
@@ -343,6 +394,8 @@ class HFEngine:
         if "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
         kwargs: dict[str, Any] = {"stop_strings": stop_strings, "tokenizer": tok} if stop_strings else {}
+        if self.config.return_logprobs:
+            kwargs.update(output_scores=True, return_dict_in_generate=True)
         if self.config.do_sample:
             kwargs.update(do_sample=True, temperature=self.config.temperature, top_p=self.config.top_p,
                           top_k=self.config.top_k)
@@ -357,10 +410,17 @@ class HFEngine:
                 suppress_tokens=self.suppress,
                 **kwargs,
             )
-        new = output[:, batch["input_ids"].shape[1]:].tolist()
-        return [self._trim(ids, limit, stop_ids, stop_strings) for ids, limit in zip(new, limits)]
+        sequences = output.sequences if self.config.return_logprobs else output
+        generated = sequences[:, batch["input_ids"].shape[1]:]
+        logprobs: list[list[float] | None] = [None] * len(generated)
+        if self.config.return_logprobs:  # log-softmax of the processed scores at each step, at the sampled id
+            steps = torch.stack(output.scores, dim=1).float().log_softmax(dim=-1)
+            logprobs = steps.gather(-1, generated[:, : steps.shape[1]].unsqueeze(-1)).squeeze(-1).tolist()
+        return [self._trim(ids, limit, stop_ids, stop_strings, lp)
+                for ids, limit, lp in zip(generated.tolist(), limits, logprobs)]
 
-    def _trim(self, ids: list[int], limit: int, stop_ids: list[int], stop_strings: list[str]) -> Generation:
+    def _trim(self, ids: list[int], limit: int, stop_ids: list[int], stop_strings: list[str],
+              logprobs: list[float] | None = None) -> Generation:
         """Cut a row at its first stop (inclusive) or at its own token limit (rows share one generate call)."""
         ids = ids[:limit]
         ends = set(self.eos_ids + stop_ids)
@@ -370,7 +430,8 @@ class HFEngine:
             cut = text_cut if text_cut is not None else cut
         finished = cut is not None
         ids = ids[:cut] if finished else ids
-        return Generation(ids, decode_turn(self.tokenizer, ids), finished)
+        return Generation(ids, decode_turn(self.tokenizer, ids), finished,
+                          None if logprobs is None else logprobs[: len(ids)])
 
 
 def _first_stop_string(tokenizer: Any, ids: list[int], stops: Sequence[str]) -> int | None:
@@ -406,16 +467,18 @@ class ScriptedEngine:
 
     def __init__(self, processor: Any, scripts: Sequence[Sequence[str]]):
         self.processor, self.tokenizer, self.scripts = processor, processor.tokenizer, scripts
-        self._conversation: dict[int, int] = {}
-        self._turn: dict[int, int] = {}
+        self._conversations = 0
 
     def generate(self, prompts: Sequence[PromptState], max_new_tokens: Sequence[int], stop: Sequence[str]) -> list[Generation]:
         out = []
         for prompt, limit in zip(prompts, max_new_tokens):
-            key = id(prompt)
-            k = self._conversation.setdefault(key, len(self._conversation))
-            turn = self._turn.get(key, 0)
-            self._turn[key] = turn + 1
+            # The position lives on the conversation's own state (an ``id()`` key could be reused once an
+            # earlier conversation is garbage-collected): [conversation number, next turn].
+            position = prompt.__dict__.setdefault("_scripted", [self._conversations, 0])
+            if position[0] == self._conversations:
+                self._conversations += 1
+            k, turn = position
+            position[1] += 1
             script = self.scripts[k % len(self.scripts)]
             text = script[turn] if turn < len(script) else ""
             hit = min((text.find(s) + len(s) for s in stop if s in text), default=None)

@@ -1,4 +1,4 @@
-"""Supervised fine-tuning on CoT shards (DRP-SFT, CRP-SFT), and the stage machinery GRPO reuses.
+"""Supervised fine-tuning on CoT shards (DRP-SFT, CRP-SFT).
 
 Why the chat is re-rendered here instead of stored as tokens: shards keep media as references, so every
 observation is re-executed on the video with the shared ``ClipCropExecutor`` (or decoded from embedded JPEG
@@ -6,327 +6,37 @@ bytes) and the conversation goes through ``videor4.contracts.chat.encode_chat`` 
 loop and evaluation use. The loss is next-token NLL on assistant tokens only (their text and closing
 ``<|im_end|>``); system, question, frames and tool observations are context.
 
-:class:`StageTrainer` is what both trainers share: accelerate preparation (device placement, mixed precision,
-DDP/FSDP/DeepSpeed), AdamW + schedule, resumable checkpoints (weights, optimizer, scheduler, RNG states, step —
-the data position is a pure function of the seed and the step), ``metrics.jsonl`` + TensorBoard (+ W&B) logging
-and the final ``save_pretrained`` export.
+The stage machinery (accelerate, the optimizer-step loop, checkpoints, logs, export) is
+:class:`videor4.training.stage_trainer.StageTrainer`, shared with GRPO.
 
 Batches: examples are shuffled per epoch, sorted by length within windows of ``bucket_window`` examples and cut
 into micro-batches (less padding), and micro-batches are shuffled within their window. A step's loss is the
-token mean over all its micro-batches, so ``gradient_accumulation_steps`` changes memory, not the objective.
+token mean over all its micro-batches on all ranks, so ``gradient_accumulation_steps`` and the number of GPUs
+change memory and speed, not the objective.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
-import shutil
-import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
-from tqdm import tqdm
 
-from videor4.contracts.atomic import write_json_atomic, write_text_atomic
 from videor4.contracts.chat import EncodedChat, encode_chat
+from videor4.contracts.dataset import media_path
 from videor4.contracts.errors import UserError
-from videor4.contracts.executor import ClipCropExecutor, OpsConfig
-from videor4.contracts.media import MediaConfig, open_video
+from videor4.contracts.executor import OpsConfig
+from videor4.contracts.media import MediaConfig, decode_jpeg, open_video
 from videor4.contracts.shard_codec import shard_messages_to_chat
-from videor4.contracts.shard_io import read_stage
-from videor4.contracts.shard_schema import CoTRow, ShardRow
-from videor4.contracts.view import PromptConfig, display_size, fit_image
-from videor4.training.rollout import PromptState, collate
-from videor4.training.sft_config import OptimConfig, SFTConfig
-
-CHECKPOINTS = "checkpoints"
-FINAL = "final"
-TRAINER_STATE = "trainer_state.json"
-METRICS = "metrics.jsonl"
-
-
-# --- models and accelerate ----------------------------------------------------------------------------------
-def make_accelerator(mixed_precision: str = "auto") -> Any:
-    """One Accelerator per process (accelerate keeps global state); 'auto' = bf16 on capable CUDA, else fp32."""
-    import torch
-    from accelerate import Accelerator
-
-    if mixed_precision == "auto":
-        mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    # The schedule is computed in optimizer steps, so the scheduler must step once per optimizer step.
-    return Accelerator(mixed_precision=mixed_precision, step_scheduler_with_optimizer=False)
-
-
-def load_policy(model_dir: str | Path) -> tuple[Any, Any]:
-    """Model (fp32 master weights; autocast gives bf16 compute) and processor from a local directory."""
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    path = Path(model_dir)
-    if not (path / "config.json").is_file():
-        raise UserError(f"model directory {path} has no config.json (expected a save_pretrained checkpoint)")
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
-    return model, AutoProcessor.from_pretrained(path)
-
-
-def batch_inputs(
-    sequences: Sequence[tuple[Sequence[int], Sequence[int], Any]], processor: Any
-) -> tuple[dict[str, Any], Any]:
-    """Left-padded model inputs (the rollout engine's own collate) and the matching (B, T) loss mask."""
-    import torch
-
-    tok = processor.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.convert_tokens_to_ids("<|endoftext|>")
-    prompts = [PromptState(list(ids), [], encoded) for ids, _, encoded in sequences]
-    batch = collate(prompts, pad, tok.convert_tokens_to_ids("<|image_pad|>"))
-    width = batch["input_ids"].shape[1]
-    mask = torch.zeros((len(sequences), width), dtype=torch.float32)
-    for row, (_, m, _) in enumerate(sequences):
-        mask[row, width - len(m):] = torch.tensor(m, dtype=torch.float32)
-    return batch, mask
-
-
-def token_logprobs(model: Any, batch: dict[str, Any], temperature: float = 1.0) -> Any:
-    """``log p(x_t | x_<t)`` for t ≥ 1, shape (B, T − 1), computed in fp32 (logits / temperature)."""
-    out = model(**batch, use_cache=False)
-    logits = out.logits[:, :-1].float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    targets = batch["input_ids"][:, 1:]
-    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(dim=-1)
-
-
-def to_device(batch: dict[str, Any], device: Any) -> dict[str, Any]:
-    return {k: v.to(device) for k, v in batch.items()}
-
-
-# --- logging ------------------------------------------------------------------------------------------------
-class MetricsLogger:
-    """``metrics.jsonl`` (one JSON object per logged step), TensorBoard, and W&B when installed and asked.
-
-    On resume the JSONL is cut back to the resumed step and TensorBoard purges later events, so a resumed
-    stage's logs read like an uninterrupted run's.
-    """
-
-    def __init__(self, stage_dir: Path, report_to: Sequence[str], resume_step: int, enabled: bool, run_name: str,
-                 config: dict[str, Any]):
-        self.enabled = enabled
-        self.path = stage_dir / METRICS
-        self.tb = self.wandb = None
-        if not enabled:
-            return
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        if self.path.is_file():
-            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            write_text_atomic(self.path, "".join(line + "\n" for line in kept))
-        if "tensorboard" in report_to:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(stage_dir / "tb"), purge_step=resume_step + 1 if resume_step else None)
-        if "wandb" in report_to:
-            try:
-                import wandb
-            except ImportError:
-                warnings.warn("report_to lists wandb but it is not installed; logging to metrics.jsonl/TensorBoard only")
-            else:
-                self.wandb = wandb.init(project="videor4", name=run_name, config=config, resume="allow")
-
-    def log(self, step: int, metrics: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": step, **metrics}, sort_keys=True) + "\n")
-        if self.tb is not None:
-            for key, value in metrics.items():
-                self.tb.add_scalar(key, value, step)
-            self.tb.flush()
-        if self.wandb is not None:
-            self.wandb.log(metrics, step=step)
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-        if self.wandb is not None:
-            self.wandb.finish()
-
-
-def read_metrics(stage_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(stage_dir) / METRICS
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-# --- the shared stage loop ----------------------------------------------------------------------------------
-class StageTrainer:
-    """Optimizer-step loop with resumable checkpoints; subclasses implement :meth:`training_step`.
-
-    Layout of ``output_dir``: ``checkpoints/step-NNNNNN/`` (accelerate state + ``trainer_state.json``),
-    ``final/`` (``save_pretrained`` model + processor), ``metrics.jsonl``, ``tb/``.
-    """
-
-    def __init__(self, model: Any, processor: Any, config: OptimConfig, output_dir: str | Path,
-                 accelerator: Any = None, name: str = "stage"):
-        import torch
-        from accelerate.utils import set_seed
-        from transformers import get_scheduler
-
-        self.config, self.processor, self.name = config, processor, name
-        self.output_dir = Path(output_dir)
-        self.accelerator = accelerator or make_accelerator()
-        set_seed(config.seed)
-        if config.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
-            model.config.use_cache = False
-        self.total_steps = self.compute_total_steps()
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=config.adam_betas,
-                                      weight_decay=config.weight_decay)
-        scheduler = get_scheduler(config.lr_scheduler, optimizer,
-                                  num_warmup_steps=round(config.warmup_ratio * self.total_steps),
-                                  num_training_steps=self.total_steps)
-        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
-        self.step = 0
-
-    # -- subclass hooks ------------------------------------------------------------------------------------------
-    def compute_total_steps(self) -> int:
-        raise NotImplementedError
-
-    def training_step(self, step: int) -> dict[str, float]:
-        """Forward + backward for optimizer step ``step`` (gradients accumulate); returns metrics to log."""
-        raise NotImplementedError
-
-    def samples_seen(self, step: int) -> int:
-        """Data position after ``step`` optimizer steps (recorded in checkpoints for humans; order is seeded)."""
-        raise NotImplementedError
-
-    # -- loop ----------------------------------------------------------------------------------------------------
-    def train(self, stop_after: int | None = None) -> Path | None:
-        """Train to ``total_steps`` (resuming from the latest checkpoint if any) and export ``final/``.
-
-        ``stop_after`` ends the run after that many optimizer steps with a checkpoint and no export, as if the job
-        had been pre-empted (used to test and to split long stages into jobs). Returns ``final/`` or None.
-        """
-        acc = self.accelerator
-        self.resume()
-        logger = MetricsLogger(self.output_dir, self.config.report_to, self.step, acc.is_main_process, self.name,
-                               self.config.model_dump(mode="json"))
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=self.name, unit="step",
-                   disable=not acc.is_local_main_process)
-        try:
-            while self.step < self.total_steps:
-                started = time.perf_counter()
-                self.model.train()
-                metrics = self.training_step(self.step)
-                grad_norm = acc.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.step += 1
-                metrics.update(learning_rate=self.scheduler.get_last_lr()[0],
-                               grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
-                               step_seconds=time.perf_counter() - started)
-                if self.step % self.config.logging_steps == 0 or self.step == self.total_steps:
-                    logger.log(self.step, metrics)
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k in ("loss", "reward")})
-                stopping = stop_after is not None and self.step >= stop_after and self.step < self.total_steps
-                if stopping or (self.step % self.config.save_steps == 0 and self.step < self.total_steps):
-                    self.save_checkpoint()
-                if stopping:
-                    return None
-        finally:
-            bar.close()
-            logger.close()
-        return self.save_final(self.output_dir / FINAL)
-
-    # -- checkpoints ---------------------------------------------------------------------------------------------
-    def checkpoints(self) -> list[Path]:
-        root = self.output_dir / CHECKPOINTS
-        found = [p for p in root.glob("step-*") if (p / TRAINER_STATE).is_file()] if root.is_dir() else []
-        return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-    def save_checkpoint(self) -> Path:
-        """Accelerate state (weights, optimizer, scheduler, RNG) written to a temp dir, then renamed into place,
-        so a crash mid-save never leaves a checkpoint that looks complete."""
-        acc = self.accelerator
-        root = self.output_dir / CHECKPOINTS
-        final = root / f"step-{self.step:06d}"
-        tmp = root / f".tmp-step-{self.step:06d}"
-        if acc.is_main_process and tmp.exists():
-            shutil.rmtree(tmp)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        if acc.is_main_process:
-            write_json_atomic(tmp / TRAINER_STATE, {
-                "stage": self.name, "step": self.step, "total_steps": self.total_steps,
-                "samples_seen": self.samples_seen(self.step), "config": self.config.model_dump(mode="json"),
-            }, indent=2)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            for old in self.checkpoints()[: -self.config.save_total_limit]:
-                shutil.rmtree(old)
-        acc.wait_for_everyone()
-        return final
-
-    def resume(self) -> None:
-        found = self.checkpoints()
-        if not found:
-            return
-        latest = found[-1]
-        state = json.loads((latest / TRAINER_STATE).read_text(encoding="utf-8"))
-        if state["total_steps"] != self.total_steps:
-            raise UserError(f"{latest}: checkpoint is from a stage of {state['total_steps']} steps, this one has "
-                            f"{self.total_steps}; the recipe or data changed — use a new --output")
-        self.accelerator.load_state(str(latest))
-        self.step = int(state["step"])
-
-    def save_final(self, path: Path) -> Path:
-        """``save_pretrained`` of model and processor (what the next stage and ``videor4 eval run`` load)."""
-        acc = self.accelerator
-        acc.wait_for_everyone()
-        state_dict = acc.get_state_dict(self.model)
-        if acc.is_main_process:
-            tmp = path.with_name(f".tmp-{path.name}")
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            acc.unwrap_model(self.model).save_pretrained(tmp, state_dict=state_dict)
-            self.processor.save_pretrained(tmp)
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        acc.wait_for_everyone()
-        return path
-
-    def mean_across_processes(self, metrics: dict[str, float]) -> dict[str, float]:
-        import torch
-
-        if self.accelerator.num_processes == 1 or not metrics:
-            return metrics
-        keys = sorted(metrics)
-        values = torch.tensor([metrics[k] for k in keys], device=self.accelerator.device, dtype=torch.float64)
-        return dict(zip(keys, self.accelerator.reduce(values, reduction="mean").tolist()))
+from videor4.contracts.shard_schema import CoTRow
+from videor4.contracts.view import PromptConfig, ShardView, fit_image
+from videor4.training.sft_config import SFTConfig
+from videor4.training.stage_trainer import StageTrainer, batch_inputs, make_accelerator, to_device, token_logprobs
 
 
 # --- CoT data -----------------------------------------------------------------------------------------------
-def load_rows(shards_dir: str | Path, stages: Sequence[str], limit: int | None = None,
-              qc_exclude: Sequence[str] = ("human_reject", "pending")) -> list[ShardRow]:
-    """Rows of the named stages, in shard order, without QC rejects, truncated to ``limit``."""
-    shards_dir = Path(shards_dir)
-    if not shards_dir.is_dir():
-        raise UserError(f"shards directory not found: {shards_dir}")
-    rows = [r for stage in stages for r in read_stage(shards_dir, stage) if r.qc.status not in qc_exclude]
-    if not rows:
-        raise UserError(f"{shards_dir}: no usable rows in stage(s) {', '.join(stages)}")
-    return rows[:limit] if limit else rows
-
-
 class CoTRenderer:
     """Turns a CoT row into model inputs: media re-executed from refs (or decoded from JPEG bytes), then the
     shared chat encoding. ``prompt`` and ``ops`` must be the configs the shards were synthesized with."""
@@ -341,15 +51,13 @@ class CoTRenderer:
         _, refs = shard_messages_to_chat(row.messages)
         media = [m for message in row.messages for m in message.images]
         if all(m.jpeg for m in media):
-            raw = [cv2.cvtColor(cv2.imdecode(np.frombuffer(m.jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-                   for m in media]
+            raw = [decode_jpeg(m.jpeg) for m in media]
         else:
             if self.data_root is None:
                 raise UserError(f"{row.sample_id}: shard media are references; give the data root (--data-root)")
-            with open_video(self.data_root / row.video.path, config=self.media, video_id=row.video_id) as reader:
-                executor = ClipCropExecutor(reader, row.initial_frames, self.ops,
-                                            display_size=lambda ref, size: display_size(self.prompt, ref, size))
-                raw = executor.render_many(refs)
+            with open_video(media_path(self.data_root, row.video.path), config=self.media,
+                            video_id=row.video_id) as reader:
+                raw = ShardView(prompt=self.prompt, ops=self.ops).executor(reader, row.initial_frames).render_many(refs)
         return [fit_image(self.prompt, ref, image) for ref, image in zip(refs, raw)]
 
     def encode(self, row: CoTRow) -> EncodedChat:
@@ -409,10 +117,18 @@ class SFTTrainer(StageTrainer):
         self.batches = BucketedBatches(len(self.rows), lambda i: self.renderer.encode(self.rows[i]),
                                        config.per_device_batch_size, config.bucket_window, config.seed,
                                        config.max_length)
+        self._filler: EncodedChat | None = None
         self.accelerator = accelerator or make_accelerator()
         super().__init__(model, processor, config, output_dir, self.accelerator, name)
 
+    def micro_batch_size(self) -> int:
+        return self.sft_config.per_device_batch_size
+
+    def micro_batches_per_step(self) -> int:
+        return self.sft_config.gradient_accumulation_steps
+
     def micro_per_step(self) -> int:
+        """Micro-batches of the data stream one optimizer step consumes on all ranks together."""
         return self.sft_config.gradient_accumulation_steps * self.accelerator.num_processes
 
     def compute_total_steps(self) -> int:
@@ -424,23 +140,37 @@ class SFTTrainer(StageTrainer):
     def samples_seen(self, step: int) -> int:
         return step * self.micro_per_step() * self.sft_config.per_device_batch_size
 
+    def filler(self) -> EncodedChat:
+        """A conversation for a zero-weight pass (every example of a pass was too long): the shortest of the first
+        window that fits, so the pass exercises the same modules (vision included) as a real one."""
+        if self._filler is None:
+            candidates = [self.renderer.encode(row) for row in self.rows[: self.sft_config.bucket_window]]
+            fitting = [c for c in candidates if len(c.input_ids) <= self.sft_config.max_length]
+            if not fitting:
+                raise UserError(f"stage {self.name}: max_length {self.sft_config.max_length} is shorter than every "
+                                "conversation; raise sft.max_length")
+            self._filler = min(fitting, key=lambda c: len(c.input_ids))
+        return self._filler
+
     def training_step(self, step: int) -> dict[str, float]:
         acc, world = self.accelerator, self.accelerator.num_processes
         base = step * self.micro_per_step()
-        micro = [self.batches[base + k * world + acc.process_index]
-                 for k in range(self.sft_config.gradient_accumulation_steps)]
-        micro = [b for b in micro if b]
+        passes = self.micro_batches_per_step()
+        micro = [self.batches[base + k * world + acc.process_index] for k in range(passes)]
         tokens = sum(sum(e.loss_mask[1:]) for b in micro for e in b)
+        norm = self.normalizer(tokens)
         loss_sum = 0.0
         for k, examples in enumerate(micro):
+            # Every pass runs on every rank (collectives); a pass whose examples were all too long is a
+            # zero-weight pass over a short conversation.
+            weight = 1.0 if examples else 0.0
+            examples = examples or [self.filler()]
             batch, mask = batch_inputs([(e.input_ids, e.loss_mask, e.images) for e in examples], self.processor)
             batch, mask = to_device(batch, acc.device), mask.to(acc.device)
-            sync = contextlib.nullcontext() if k == len(micro) - 1 else acc.no_sync(self.model)
-            with sync, acc.autocast():
+            with self.micro_step(k, passes), acc.autocast():
                 logp = token_logprobs(self.model, batch)
-                nll = -(logp * mask[:, 1:]).sum()
-                acc.backward(nll / max(tokens, 1))
+                nll = -(logp * mask[:, 1:]).sum() * weight
+                self.backward(nll / norm)
             loss_sum += float(nll.detach())
-        return self.mean_across_processes({
-            "loss": loss_sum / max(tokens, 1), "tokens": float(tokens), "skipped_too_long": float(self.batches.skipped),
-        })
+        return {"loss": self.dist.sum(loss_sum) / max(self.dist.sum(tokens), 1.0),
+                "tokens": self.dist.sum(tokens), "skipped_too_long": self.dist.sum(self.batches.skipped)}

@@ -13,9 +13,11 @@ from pathlib import Path
 
 
 def _run(args: argparse.Namespace) -> int:
+    from videor4.contracts.errors import user_input
     from videor4.training.curriculum import load_recipe, run_curriculum
 
-    recipe = load_recipe(args.recipe, model=args.model, shards_dir=args.shards, data_root=args.data_root)
+    with user_input(f"recipe {args.recipe}"):  # a binary or unreadable file: one line, not a traceback
+        recipe = load_recipe(args.recipe, model=args.model, shards_dir=args.shards, data_root=args.data_root)
     output = Path(args.output) if args.output else Path("runs") / recipe.name
     finals = run_curriculum(recipe, output, resume=args.resume)
     print(json.dumps({"recipe": recipe.name, "output": str(output),

@@ -18,11 +18,13 @@ against a stand-in ``vllm`` module.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from videor4.contracts.chat import VISION_TOKENS
 from videor4.contracts.errors import UserError
@@ -32,6 +34,8 @@ from videor4.training.rollout import Generation, PromptState, decode_turn
 class VLLMEngineConfig(BaseModel):
     """vLLM engine and sampling settings."""
 
+    model_config = ConfigDict(extra="forbid")
+
     temperature: float = Field(0.0, ge=0, description="0 = greedy")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
     max_model_len: int = Field(16384, ge=256, description="context length vLLM reserves KV cache for")
@@ -39,6 +43,10 @@ class VLLMEngineConfig(BaseModel):
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="fraction of GPU memory vLLM may use")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model replica")
     seed: int = Field(0, description="engine seed (per-request seeds would make a GRPO group identical)")
+    colocate: bool = Field(False, description="run inside the training processes (TRL's colocate mode): vLLM's "
+                           "external launcher uses the ranks torchrun/accelerate started")
+    logprobs: bool = Field(False, description="report the sampled tokens' log-probs after temperature/top-p "
+                           "(logprobs_mode=processed_logprobs), for the GRPO importance-sampling correction")
 
 
 class VLLMEngine:
@@ -59,6 +67,11 @@ class VLLMEngine:
         path = Path(model_dir)
         if not (path / "config.json").is_file():
             raise UserError(f"model directory {path} has no config.json (expected a saved Qwen2.5-VL checkpoint)")
+        extra: dict[str, Any] = {}
+        if config.colocate:  # one vLLM per training rank, in-process, sharing its GPU (TRL's colocate mode)
+            extra.update(distributed_executor_backend="external_launcher", max_num_batched_tokens=4096)
+        if config.logprobs:
+            extra["logprobs_mode"] = "processed_logprobs"
         llm = vllm.LLM(
             model=str(path),
             max_model_len=config.max_model_len,
@@ -66,6 +79,7 @@ class VLLMEngine:
             gpu_memory_utilization=config.gpu_memory_utilization,
             tensor_parallel_size=config.tensor_parallel_size,
             seed=config.seed,
+            **extra,
         )
         return cls(llm, AutoProcessor.from_pretrained(path), config)
 
@@ -95,6 +109,7 @@ class VLLMEngine:
                 include_stop_str_in_output=True,
                 skip_special_tokens=False,
                 bad_words=list(VISION_TOKENS),
+                logprobs=0 if self.config.logprobs else None,
             )
             for limit in max_new_tokens
         ]
@@ -104,10 +119,14 @@ class VLLMEngine:
     def _generation(self, completion: Any) -> Generation:
         ids = list(completion.token_ids)
         finished = completion.finish_reason == "stop"
+        logprobs = None
+        if self.config.logprobs and completion.logprobs is not None:
+            logprobs = [float(step[token].logprob) for token, step in zip(ids, completion.logprobs)]
         # A stop token id is reported in stop_reason; make sure the turn ends with it, as with HF generate.
         if finished and isinstance(completion.stop_reason, int) and (not ids or ids[-1] != completion.stop_reason):
             ids.append(completion.stop_reason)
-        return Generation(ids, decode_turn(self.tokenizer, ids), finished)
+            logprobs = None if logprobs is None else [*logprobs, 0.0]  # not sampled: appended by the engine
+        return Generation(ids, decode_turn(self.tokenizer, ids), finished, logprobs)
 
 
 def collapse_image_pads(ids: Sequence[int], image_token_id: int) -> list[int]:
@@ -116,15 +135,17 @@ def collapse_image_pads(ids: Sequence[int], image_token_id: int) -> list[int]:
 
 
 class TrainingVLLMEngine(VLLMEngine):
-    """vLLM colocated with the trainer (TRL's "colocate" mode): same GPU, weights pushed after each step.
+    """vLLM colocated with the trainer (TRL's "colocate" mode): same GPU, weights pushed before each batch.
 
-    The engine starts from the checkpoint the policy was loaded from and, before every rollout batch,
-    receives the policy's current weights through vLLM's model ``load_weights`` (the path TRL uses).
-    vLLM keeps that model object at different places across versions; both known ones are tried and an
-    unknown layout is a clear error rather than silently stale rollouts. Not run on this project's CI.
+    Built with vLLM's external launcher (every training rank holds its own engine in-process; vLLM V1 cannot take
+    weight updates otherwise), a per-rank seed (ranks must not sample identical rollouts), the recipe's image
+    and context limits, and sampled-token log-probs for the importance-sampling correction. Before every rollout
+    batch the policy's weights are pushed through vLLM's model ``load_weights`` (the path TRL uses), parameter by
+    parameter and gathered first when they are sharded (ZeRO-3; FSDP full state dict), so vLLM never receives a
+    shard. Not run on this project's CI (no GPU); ``scripts/gpu_check.sh`` exercises it on one GPU.
     """
 
-    def update_weights(self, model: Any) -> None:
+    def _vllm_model(self) -> Any:
         engine = getattr(self.llm, "llm_engine", None)
         executor = getattr(engine, "model_executor", None)
         worker = getattr(executor, "driver_worker", None)
@@ -133,16 +154,38 @@ class TrainingVLLMEngine(VLLMEngine):
         if target is None or not hasattr(target, "load_weights"):
             raise UserError("this vLLM version does not expose the colocated model for weight updates; "
                             "use engine: hf, or a vLLM version TRL's colocate mode supports")
-        target.load_weights((name, param.detach()) for name, param in model.state_dict().items())
+        return target
+
+    def update_weights(self, model: Any, dist: Any = None, wrapped: Any = None) -> None:
+        """Push ``model``'s weights (``wrapped``: the FSDP root, whose full state dict is gathered instead)."""
+        target = self._vllm_model()
+        if dist is not None and dist.fsdp:
+            from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+            with FSDP.state_dict_type(wrapped, StateDictType.FULL_STATE_DICT,
+                                      FullStateDictConfig(offload_to_cpu=False, rank0_only=False)):
+                target.load_weights(wrapped.state_dict().items())
+        else:
+            for name, param in model.named_parameters():
+                with (dist.gathered([param]) if dist is not None else contextlib.nullcontext()):
+                    target.load_weights([(name, param.detach())])
         if hasattr(self.llm, "reset_prefix_cache"):
             self.llm.reset_prefix_cache()  # cached prefixes were computed with the old weights
 
 
-def build_training_engine(model: Any, processor: Any, grpo: Any) -> TrainingVLLMEngine:
-    """The GRPO trainer's vLLM engine: sampling from the full softmax at the trainer's temperature."""
+def build_training_engine(model: Any, processor: Any, grpo: Any, rollout: Any, dist: Any) -> TrainingVLLMEngine:
+    """The GRPO trainer's vLLM engine: the full softmax at the trainer's temperature, the recipe's limits."""
     path = getattr(model, "name_or_path", "") or getattr(getattr(model, "config", None), "_name_or_path", "")
-    config = VLLMEngineConfig(temperature=grpo.temperature, top_p=grpo.top_p,
-                              gpu_memory_utilization=grpo.vllm_gpu_memory_utilization)
+    config = VLLMEngineConfig(
+        temperature=grpo.temperature, top_p=grpo.top_p, gpu_memory_utilization=grpo.vllm_gpu_memory_utilization,
+        max_images=rollout.ops.max_images, max_model_len=rollout.max_context_tokens, seed=grpo.seed + dist.rank,
+        colocate=dist.world > 1, logprobs=True)
+    if dist.world > 1:  # vLLM's external launcher reads the launcher's ranks from the environment (as TRL sets)
+        os.environ.setdefault("RANK", str(dist.rank))
+        os.environ.setdefault("LOCAL_RANK", str(dist.accelerator.local_process_index))
+        os.environ.setdefault("WORLD_SIZE", str(dist.world))
     engine = TrainingVLLMEngine.from_pretrained(path, config)
     engine.processor = processor
+    dist.accelerator.wait_for_everyone()  # vLLM start-up desynchronises ranks; DeepSpeed then hangs (TRL's note)
     return engine

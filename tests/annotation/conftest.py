@@ -108,10 +108,10 @@ def sample_rows() -> list:
     """
     import json
 
+    from videor4.contracts.evidence_schema import EvidenceItem
     from videor4.contracts.shard_schema import (
         QC,
         CoTRow,
-        EvidenceItem,
         MediaRef,
         Message,
         Provenance,

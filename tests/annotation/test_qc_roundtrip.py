@@ -16,7 +16,8 @@ import requests
 
 from videor4.annotation.client import QCClient
 from videor4.annotation.routing import RoutingConfig
-from videor4.annotation.verdicts import REJECTS_FILE, read_rejects
+from videor4.annotation.verdicts import read_rejected_rows
+from videor4.contracts.rejects import REJECTS_FILE
 from videor4.contracts.shard_io import content_hash, iter_rows, read_manifest, shard_files
 from videor4.pipelines.cli import main
 from videor4.pipelines.qc_flows import qc_pull, qc_push
@@ -123,8 +124,9 @@ def test_pull_applies_accept_reject_and_correction(env):
     assert reject_id not in rows  # left the training shards …
     rejects = pq.read_table(env["shards"] / REJECTS_FILE).to_pylist()
     assert [r["sample_id"] for r in rejects] == [reject_id]  # … but is kept, with its reason
-    assert rejects[0]["reason"] == "evidence not visible; bad crop"
-    assert read_rejects(env["shards"])[0].messages == env["rows"][reject_id].messages
+    assert rejects[0]["stage"] == "qc" and rejects[0]["reason"] == "human_reject"
+    assert rejects[0]["message"] == "evidence not visible; bad crop"
+    assert read_rejected_rows(env["shards"])[0].messages == env["rows"][reject_id].messages
 
     fixed = rows[correct_id]
     assert fixed.qc.status == "corrected" and fixed.answers == ["ROUTE 66"]
@@ -161,7 +163,7 @@ def test_second_annotator_gives_agreement_and_majority(env):
     assert summary.agreement["majority_agreement"] == 0.5
     rows = _rows(env["shards"])
     assert accept_id not in rows
-    restored = {r.sample_id: r for r in read_rejects(env["shards"])}[accept_id]
+    restored = {r.sample_id: r for r in read_rejected_rows(env["shards"])}[accept_id]
     assert restored.qc.annotator == "reviewer2@videor4.local" and restored.qc.reason == "wrong answer"
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from videor4.contracts.dataset import QARecord
-from videor4.curation.evidence import MatchConfig, Observation, key_phrases, match_question, propagate
+from videor4.curation.evidence import FrameObservation, MatchConfig, key_phrases, match_question, propagate
 
 CFG = MatchConfig()
 
@@ -14,49 +14,49 @@ def rec(question: str, answers: list[str], source2: str = "Text") -> QARecord:
                     source_file="f.json", record_index=0)
 
 
-def ocr(frame: int, text: str, box: tuple[float, float, float, float], score: float = 0.95) -> Observation:
-    return Observation(frame, frame / 10, "ocr", text, box, score, "rapidocr test")
+def ocr(frame: int, text: str, box: tuple[float, float, float, float], score: float = 0.95) -> FrameObservation:
+    return FrameObservation(frame, frame / 10, "ocr", text, box, score, "rapidocr test")
 
 
 def test_exact_answer_found_with_box_and_frames() -> None:
     obs = {0: [ocr(0, "OPEN 24 HOURS", (0.1, 0.1, 0.5, 0.2))], 1: [ocr(1, "Bakery", (0.6, 0.6, 0.9, 0.7))],
            2: [ocr(2, "bakery.", (0.62, 0.6, 0.9, 0.7))]}
     rows, summary = match_question(rec("What is the shop's name?", ["Bakery"]), obs, CFG)
-    answer_rows = [r for r in rows if r["match"] == "answer"]
-    assert {r["frame_index"] for r in answer_rows} == {1, 2}
+    answer_rows = [r for r in rows if r.match == "answer"]
+    assert {r.frame_index for r in answer_rows} == {1, 2}
     assert summary.status == "answer" and summary.first_frame == 1 and summary.last_frame == 2
-    assert answer_rows[0]["bbox"] == [0.6, 0.6, 0.9, 0.7]  # the exact (non-punctuated) reading ranks first
-    assert all(0.0 < r["score"] <= 1.0 for r in rows)
+    assert answer_rows[0].bbox == [0.6, 0.6, 0.9, 0.7]  # the exact (non-punctuated) reading ranks first
+    assert all(0.0 < r.score <= 1.0 for r in rows)
 
 
 def test_answer_split_over_two_boxes_is_merged() -> None:
     obs = {3: [ocr(3, "SUP", (0.40, 0.50, 0.48, 0.56)), ocr(3, "2J", (0.49, 0.50, 0.55, 0.56)),
                ocr(3, "far away", (0.0, 0.9, 0.1, 0.95))]}
     rows, summary = match_question(rec("What is the license plate number?", ["SUP 2J"]), obs, CFG)
-    best = [r for r in rows if r["match"] == "answer"][0]
-    assert best["text"] == "SUP 2J" and best["score"] > 0.9
-    assert best["bbox"] == [0.40, 0.50, 0.55, 0.56]
+    best = [r for r in rows if r.match == "answer"][0]
+    assert best.text == "SUP 2J" and best.score > 0.9
+    assert best.bbox == [0.40, 0.50, 0.55, 0.56]
 
 
 def test_fuzzy_match_tolerates_an_ocr_typo_but_not_a_different_word() -> None:
     obs = {0: [ocr(0, "Wednesdav", (0.1, 0.1, 0.3, 0.2)), ocr(0, "Monday", (0.5, 0.1, 0.7, 0.2))]}
     rows, _ = match_question(rec("Which day of the week is it?", ["Wednesday"]), obs, CFG)
-    texts = [r["text"] for r in rows if r["match"] == "answer"]
+    texts = [r.text for r in rows if r.match == "answer"]
     assert texts == ["Wednesdav"]
 
 
 def test_short_answers_need_a_whole_token() -> None:
     obs = {0: [ocr(0, "Speed 20 MPH", (0.1, 0.1, 0.3, 0.2)), ocr(0, "1200", (0.5, 0.5, 0.6, 0.6))]}
     rows, _ = match_question(rec("What is the MPH?", ["20"]), obs, CFG)
-    assert [r["text"] for r in rows if r["match"] == "answer"] == ["Speed 20 MPH"]
+    assert [r.text for r in rows if r.match == "answer"] == ["Speed 20 MPH"]
 
 
 def test_question_key_phrases_and_objects_when_answer_absent() -> None:
     obs = {0: [ocr(0, "GOLDEN GATE BAKERY", (0.1, 0.1, 0.5, 0.2)),
-               Observation(0, 0.0, "object", "person", (0.2, 0.3, 0.4, 0.9), 0.9, "opencv")]}
+               FrameObservation(0, 0.0, "object", "person", (0.2, 0.3, 0.4, 0.9), 0.9, "opencv")]}
     assert "bakery" in key_phrases("What colour is the bakery sign the man holds?", CFG)
     rows, summary = match_question(rec("What colour is the bakery sign the man holds?", ["red"], "Visual"), obs, CFG)
-    assert {(r["kind"], r["match"]) for r in rows} == {("ocr", "question"), ("object", "question")}
+    assert {(r.kind, r.match) for r in rows} == {("ocr", "question"), ("object", "question")}
     assert summary.status == "question_only" and summary.reason
 
 
@@ -79,15 +79,15 @@ def test_stacked_lines_and_three_box_captions_are_merged() -> None:
            1: [ocr(1, "here's", (0.40, 0.30, 0.50, 0.35)), ocr(1, "how to", (0.39, 0.36, 0.52, 0.41)),
                ocr(1, "create", (0.40, 0.42, 0.51, 0.47))]}
     rows, _ = match_question(rec("Which organization published this poster?", ["World Health Organization"]), obs, CFG)
-    assert rows[0]["match"] == "answer" and rows[0]["text"] == "World Health Organization"
-    assert rows[0]["bbox"] == [0.70, 0.80, 0.90, 0.87]
+    assert rows[0].match == "answer" and rows[0].text == "World Health Organization"
+    assert rows[0].bbox == [0.70, 0.80, 0.90, 0.87]
     rows, _ = match_question(rec("What caption appears?", ["here's how to create"]), obs, CFG)
-    assert rows[0]["text"] == "here's how to create" and rows[0]["frame_index"] == 1
+    assert rows[0].text == "here's how to create" and rows[0].frame_index == 1
 
 
 def test_fuzzy_window_inside_a_longer_line() -> None:
     obs = {0: [ocr(0, "Thoroughly cook meat and I eggs", (0.1, 0.5, 0.5, 0.54))]}
     rows, _ = match_question(rec("What should be cooked thoroughly?", ["meat and eggs"]), obs, CFG)
-    assert [r["match"] for r in rows][:1] == ["answer"] and 0.3 < rows[0]["score"] < 0.9
+    assert [r.match for r in rows][:1] == ["answer"] and 0.3 < rows[0].score < 0.9
     rows, _ = match_question(rec("What should be cooked thoroughly?", ["fish and chips"]), obs, CFG)
-    assert all(r["match"] != "answer" for r in rows)
+    assert all(r.match != "answer" for r in rows)

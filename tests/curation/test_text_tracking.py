@@ -20,15 +20,29 @@ EVERY_FRAME = TrackingConfig(recheck_interval_s=0.0)  # look for changes on ever
 
 
 class RecordingOCR:
-    """The real model, plus a log of (image shape, det_scale) per call."""
+    """The real model, plus a log of (image or region shape, det_scale) per text detection and of the lines
+    that reach the recogniser."""
 
     def __init__(self, ocr) -> None:
         self.ocr, self.name, self.version = ocr, ocr.name, ocr.version
         self.calls: list[tuple[tuple[int, ...], float | None]] = []
+        self.recognized: list[str] = []
 
     def read(self, image: np.ndarray, det_scale: float | None = None) -> list[TextBox]:
         self.calls.append((image.shape, det_scale))
         return self.ocr.read(image, det_scale=det_scale)
+
+    def read_regions(self, image, regions, det_scale=None) -> list[TextBox]:
+        return [b for b in self.recognize(image, self.detect_regions(image, regions, det_scale)) if b is not None]
+
+    def detect_regions(self, image, regions, det_scale=None):
+        self.calls += [((y2 - y1, x2 - x1, 3), det_scale) for x1, y1, x2, y2 in regions]
+        return self.ocr.detect_regions(image, regions, det_scale)
+
+    def recognize(self, image, quads):
+        boxes = self.ocr.recognize(image, quads)
+        self.recognized += [b.text.upper() if b is not None else "" for b in boxes]
+        return boxes
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +170,63 @@ def test_detection_scale_follows_rapidocr_rule() -> None:
     assert detection_scale((1080, 1920, 3), OCRConfig()) == 1.0
     assert detection_scale((2160, 3840, 3), OCRConfig()) == pytest.approx(1920 / 3840)  # capped at max_side
     assert detection_scale((540, 960, 3), OCRConfig(det_min_side=540)) == 1.0
+
+
+def _screen(lines: list[tuple[str, tuple[int, int]]], size: tuple[int, int] = (960, 540)) -> np.ndarray:
+    """A flat dark screen (a terminal, a UI) with white text lines at the given positions."""
+    img = np.full((size[1], size[0], 3), 24, np.uint8)
+    for text, (x, y) in lines:
+        cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (235, 235, 235), 2, cv2.LINE_AA)
+    return img
+
+
+def test_unchanged_lines_in_a_reread_region_keep_their_text_without_recognition(ocr: RecordingOCR) -> None:
+    """A caption appears just under a sign: the region read covers the sign too (its line is re-read whole when
+    a region cuts it), but the sign's pixels did not change, so only the caption reaches the recogniser."""
+    still = load_rgb("scenetext_segmented_word01.jpg")
+    captioned = still.copy()
+    cv2.rectangle(captioned, (140, 326), (500, 371), (20, 20, 20), -1)  # 20 px under the sign's box (y 206-306)
+    cv2.putText(captioned, "GATE 42", (200, 363), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (255, 255, 255), 3, cv2.LINE_AA)
+    tracker = TextTracker(ocr, OCRConfig(), EVERY_FRAME)
+    before = tracker.read(still, 0.0)
+    first = list(ocr.recognized)
+    after = tracker.read(captioned, 0.1)
+    assert "GATE 42" in texts(after) and hotel(after).text == hotel(before).text
+    assert tracker.counters.region_reads >= 1 and tracker.counters.lines_unchanged >= 1
+    assert "HOTEL" not in ocr.recognized[len(first):] and "GATE 42" in ocr.recognized[len(first):]
+    # The model still answers the same on the whole captioned frame: nothing was carried that it would not read.
+    assert {"HOTEL", "GATE 42"} <= texts(ocr.ocr.read(captioned))
+
+
+@pytest.mark.parametrize("inlier_fraction", [0.3, 1.0])
+def test_a_screen_whose_content_changes_is_read_where_it_changed_not_as_a_cut(ocr: RecordingOCR,
+                                                                              inlier_fraction: float) -> None:
+    """Numbers update on a still screen; the unchanged title keeps its text and only the changed part is read.
+
+    With the default fit the motion is found (nil); a fit that must explain every corner (1.0) finds none once
+    the numbers changed, which is what re-laid-out screens do to it: the picture did not move, so it is still
+    read where it changed rather than as a cut.
+    """
+    title = ("QUARTERLY REPORT", (40, 60))
+    a = _screen([title] + [(f"ITEM {k}: {1000 + 37 * k}", (40, 140 + 50 * k)) for k in range(5)])
+    b = _screen([title] + [(f"ITEM {k}: {2000 + 91 * k}", (40, 140 + 50 * k)) for k in range(5)])
+    tracker = TextTracker(ocr, OCRConfig(), TrackingConfig(recheck_interval_s=0.0, min_inlier_fraction=inlier_fraction))
+    assert "QUARTERLY REPORT" in texts(tracker.read(a, 0.0))
+    read_a = len(ocr.recognized)
+    after = texts(tracker.read(b, 0.1))
+    c = tracker.counters
+    assert c.cuts == 1 and c.full_reads == 1 and c.region_reads >= 1  # the first frame only was read whole
+    assert c.still_changes == (inlier_fraction == 1.0)
+    assert {"QUARTERLY REPORT", "ITEM 0: 2000", "ITEM 4: 2364"} <= after and not {"ITEM 0: 1000"} & after
+    assert "QUARTERLY REPORT" not in ocr.recognized[read_a:]  # carried: its part of the screen did not change
+
+
+def test_a_frame_without_contrast_costs_no_model_call(ocr: RecordingOCR) -> None:
+    tracker = TextTracker(ocr, OCRConfig(), EVERY_FRAME)
+    assert tracker.read(np.full((540, 960, 3), 12, np.uint8), 0.0) == []
+    assert tracker.counters.full_reads == 1 and tracker.counters.blank_frames == 1 and ocr.calls == []
+    # A whole read of a screen detects only where its text is, not in the flat rest.
+    screen = _screen([("EXIT 42", (60, 80))])
+    tracker = TextTracker(ocr, OCRConfig(), EVERY_FRAME)
+    assert texts(tracker.read(screen, 0.0)) == {"EXIT 42"}
+    assert sum(s[0] * s[1] for s, _ in ocr.calls) < 0.2 * 960 * 540

@@ -14,12 +14,12 @@ import pytest
 
 from tests.conftest import SAMPLE_TEST_OVERRIDES, SampleRun
 from videor4.contracts.dataset import load_split
+from videor4.contracts.evidence_schema import EVIDENCE_SCHEMA
 from videor4.contracts.executor import ClipCropExecutor, ImageRef
 from videor4.contracts.media import open_video
 from videor4.contracts.shard_io import content_hash
 from videor4.curation.config import load_config
 from videor4.curation.ocr import OCRConfig, create_ocr
-from videor4.curation.outputs import EVIDENCE_SCHEMA
 from videor4.curation.sample import SAMPLE_SPLIT, sample_root
 from videor4.curation.trajectories import context_box, read_view
 from videor4.pipelines.cli import main

@@ -80,10 +80,17 @@ def test_sigkill_at_several_points_then_resume_matches_a_clean_run(prefect_home:
     status = json.loads((out / "run.json").read_text())
     assert status["status"] == "running"  # a killed run never claims completion
     assert main(["runs", "status", str(out)]) == 0
+    analysed_before, synthesized_before = _count(out, "analysis"), _count(out, "synthesis")
+    assert analysed_before >= 1 and synthesized_before >= 1  # the kills left finished work behind
 
     done = subprocess.run(_cli(out), env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((out / "run.json").read_text())["status"] == "completed"
+    # The resume reused every finished artifact: no OCR and no synthesis for those videos (from its counters).
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["videos_cached"] == analysed_before and stats["videos_synthesis_cached"] == synthesized_before
+    fresh = stats["videos_ok"] - analysed_before
+    assert (stats["ocr_calls"] > 0) == (fresh > 0)  # OCR ran only for the videos that were not finished
     assert content_hash(out / "shards") == expected
     ids = [r.sample_id for r in iter_rows(out / "shards")]
     assert len(ids) == len(set(ids)) and ids
@@ -95,9 +102,13 @@ def test_config_change_invalidates_only_affected_stages(prefect_home: Path, tmp_
     cfg = load_config(None, SMALL)
     first = run_curate(sample_root(), SAMPLE_SPLIT, tmp_path, cfg, limit=1, workers=1, progress=False)
     assert first.ocr_calls > 0
+    assert first.videos_synthesis_cached == 0 and first.trajectories > 0
+    same = run_curate(sample_root(), SAMPLE_SPLIT, tmp_path, cfg, limit=1, workers=1, progress=False)
+    assert same.ocr_calls == 0 and same.videos_synthesis_cached == 1 and same.synthesis_seconds == 0
     looser = load_config(None, {**SMALL, "trajectories.verify_min_score": 0.5})
     again = run_curate(sample_root(), SAMPLE_SPLIT, tmp_path, looser, limit=1, workers=1, progress=False)
     assert again.ocr_calls == 0 and again.videos_cached == 1  # synthesis settings do not touch OCR
+    assert again.videos_synthesis_cached == 0 and again.synthesis_seconds > 0  # but synthesis reruns
     other_ocr = load_config(None, {**SMALL, "ocr.min_score": 0.6})
     third = run_curate(sample_root(), SAMPLE_SPLIT, tmp_path, other_ocr, limit=1, workers=1, progress=False)
     assert third.ocr_calls > 0 and third.videos_cached == 0

@@ -3,14 +3,14 @@ the bundled recipes and accelerate configs, and (when it exists) ``videor4 eval 
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.training.toy_data import OPS, PROMPT, toy_dataset
+from tests.training.toy_data import VIEW, toy_dataset, toy_recipe
 from videor4.contracts.errors import UserError
 from videor4.pipelines.cli import main
 from videor4.training.curriculum import RECIPES_DIR, load_recipe
@@ -19,23 +19,10 @@ STAGES = ["drp-sft", "rld", "crp-sft", "rlc"]
 
 
 def _recipe(path: Path) -> Path:
-    sft = {"max_steps": 2, "learning_rate": 1e-3, "per_device_batch_size": 2, "save_steps": 1, "report_to": []}
-    grpo = {"max_steps": 1, "learning_rate": 1e-3, "num_generations": 2, "micro_batch_size": 2,
-            "max_new_tokens": 8, "max_turn_tokens": 8, "beta": 0.04, "report_to": ["tensorboard"],
-            "rewards": [{"name": "accuracy"}, {"name": "format"}, {"name": "diversity", "weight": 0.2},
-                        {"name": "representativeness", "weight": 0.2}, {"name": "curiosity"}]}
-    recipe = {
-        "name": "test-tiny", "build_tiny_model": True, "mixed_precision": "no",
-        "prompt": PROMPT.model_dump(), "ops": OPS.model_dump(),
-        "stages": [
-            {"name": "drp-sft", "kind": "sft", "data": {"stages": ["drp"], "limit": 4}, "sft": sft},
-            {"name": "rld", "kind": "grpo", "data": {"stages": ["rld"], "limit": 2}, "grpo": grpo},
-            {"name": "crp-sft", "kind": "sft", "data": {"stages": ["crp"], "limit": 4}, "sft": sft},
-            {"name": "rlc", "kind": "grpo", "data": {"stages": ["rlc"], "limit": 2}, "grpo": grpo},
-        ],
-    }
-    path.write_text(yaml.safe_dump(recipe))
-    return path
+    return toy_recipe(
+        path, sft={"max_steps": 2, "learning_rate": 1e-3, "per_device_batch_size": 2, "save_steps": 1, "report_to": []},
+        grpo={"max_steps": 1, "learning_rate": 1e-3, "num_generations": 2, "micro_batch_size": 2,
+              "rollout": {"max_new_tokens": 8, "max_turn_tokens": 8}, "beta": 0.04, "report_to": ["tensorboard"]})
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +38,7 @@ def run(tmp_path_factory, tiny_video):
 
 
 def test_four_stages_each_start_from_the_previous_one(run) -> None:
-    from videor4.training.sft_trainer import read_metrics
+    from videor4.training.stage_trainer import read_metrics
 
     root, _, _ = run
     out = root / "out"
@@ -85,8 +72,6 @@ def test_resume_skips_finished_stages_and_a_plain_rerun_refuses(run, capsys) -> 
 
 
 def test_eval_run_scores_the_final_checkpoint(run, tmp_path) -> None:
-    if importlib.util.find_spec("videor4.training.eval_run") is None:
-        pytest.skip("videor4.training.eval_run (videor4 eval run) is not in this tree yet")
     root, _, data_root = run
     preds = tmp_path / "preds.jsonl"
     code = main(["eval", "run", "--model", str(root / "out" / "04-rlc" / "final"), "--data-root", str(data_root),
@@ -94,6 +79,30 @@ def test_eval_run_scores_the_final_checkpoint(run, tmp_path) -> None:
     assert code == 0
     rows = [json.loads(line) for line in preds.read_text().splitlines() if line.strip()]
     assert sorted(r["question_id"] for r in rows) == [1, 2, 3, 4]
+
+
+def test_a_recipe_view_that_conflicts_with_the_shards_is_refused(tmp_path, tiny_video, capsys) -> None:
+    """The toy shards were written for a 3-frame view; a recipe asking for 4 frames must not train on them."""
+    data_root, shards = toy_dataset(tmp_path, tiny_video)
+    recipe = yaml.safe_load(_recipe(tmp_path / "recipe.yaml").read_text())
+    recipe["prompt"], recipe["ops"] = {"num_frames": 4}, {"max_calls": 1}  # max_calls alone would be fine
+    (tmp_path / "four.yaml").write_text(yaml.safe_dump(recipe))
+    code = main(["train", "--recipe", str(tmp_path / "four.yaml"), "--output", str(tmp_path / "out"),
+                 "--shards", str(shards), "--data-root", str(data_root)])
+    err = capsys.readouterr().err
+    assert code == 2 and "prompt.num_frames: recorded 3, requested 4" in err and "max_calls" not in err
+    assert not (tmp_path / "out" / "01-drp-sft" / "final").exists()
+
+
+def test_eval_run_takes_the_checkpoints_view_and_refuses_a_conflicting_one(run, tmp_path, capsys) -> None:
+    from videor4.contracts.view import load_view
+
+    root, _, data_root = run
+    final = root / "out" / "04-rlc" / "final"
+    assert load_view(final) == VIEW  # the checkpoint records the view it was trained with
+    code = main(["eval", "run", "--model", str(final), "--data-root", str(data_root), "--split", "toy",
+                 "--out", str(tmp_path / "p.jsonl"), "--frames", "5"])
+    assert code == 2 and "prompt.num_frames: recorded 3, requested 5" in capsys.readouterr().err
 
 
 def test_recipe_errors_are_one_line_user_errors(tmp_path, capsys) -> None:
@@ -119,7 +128,7 @@ def test_bundled_recipes_validate(name) -> None:
     rl = [s.grpo for s in recipe.stages if s.kind == "grpo"]
     if name == "qwen2.5-vl-7b":
         g = rl[0]
-        assert (g.num_generations, g.beta, g.learning_rate, g.max_new_tokens, g.epsilon) == (8, 0.04, 1e-6, 768, 0.2)
+        assert (g.num_generations, g.beta, g.learning_rate, g.rollout.max_new_tokens, g.epsilon) == (8, 0.04, 1e-6, 768, 0.2)
         assert recipe.prompt.num_frames == 16 and recipe.prompt.frame_max_pixels == 128 * 28 * 28
         assert recipe.ops.max_calls == 3 and g.engine == "vllm" and recipe.model is None
     if name == "ablation-no-rcur":
@@ -140,11 +149,22 @@ def test_accelerate_configs_load(name) -> None:
 
 
 @pytest.mark.gpu
-def test_tiny_recipe_under_accelerate_on_cuda(run) -> None:
+def test_tiny_recipe_trains_in_bf16_on_cuda(tmp_path, tiny_video) -> None:
+    """The four stages on a CUDA device in bf16 (skipped visibly without one): every stage trains and exports."""
     import torch
 
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    from videor4.training.sft_trainer import make_accelerator
+    from videor4.training.stage_trainer import make_accelerator, read_metrics
 
     assert make_accelerator("auto").mixed_precision == "bf16"
+    data_root, shards = toy_dataset(tmp_path, tiny_video)
+    recipe = yaml.safe_load(_recipe(tmp_path / "recipe.yaml").read_text())
+    recipe["mixed_precision"] = "bf16"
+    (tmp_path / "bf16.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["train", "--recipe", str(tmp_path / "bf16.yaml"), "--output", str(tmp_path / "out"),
+                 "--shards", str(shards), "--data-root", str(data_root)]) == 0
+    for k, name in enumerate(STAGES, start=1):
+        log = read_metrics(tmp_path / "out" / f"{k:02d}-{name}")
+        assert log and all(math.isfinite(m["loss"]) for m in log)
+        assert (tmp_path / "out" / f"{k:02d}-{name}" / "final" / "config.json").is_file()

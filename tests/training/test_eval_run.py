@@ -106,3 +106,43 @@ def test_bundled_sample(tiny_model_dir, tmp_path, capsys) -> None:
     cap = capsys.readouterr()
     assert code == 0, cap.err
     assert json.loads(cap.out)["run"]["predicted_now"] == 2 and len(out.read_text().splitlines()) == 2
+
+
+def test_a_transcript_renders_every_turn_image_and_crop_box(tiny_processor, data_root, tmp_path, capsys) -> None:
+    """``videor4 shards inspect <preds>.transcripts.jsonl`` replays a rollout that clipped and cropped: one message
+    block per chat message, one image per image ref, the crop's region drawn on its frame (the model is forced:
+    the tiny random model seldom calls tools)."""
+    import re
+
+    from videor4.training.eval_run import _transcript, eval_rollout_config
+    from videor4.training.rollout import RolloutSample, ScriptedEngine, run_rollouts, video_executor_factory
+
+    clip = '<think>Look again.</think>\n<tool_call>\n{"name": "clip", "arguments": {"start": 0.4, "end": 0.7}}\n</tool_call>'
+    crop = ('<think>Zoom.</think>\n<tool_call>\n{"name": "crop", "arguments": {"image": 4, "bbox_2d": [0.1, 0.3, '
+            '0.6, 0.8]}}\n</tool_call>')
+    config = eval_rollout_config(frames=3, max_new_tokens=400)
+    video = data_root / "videos" / "00001.mp4"
+    sample = RolloutSample("100", "What is written?", video, ("F05",), {"question_id": 100, "video_id": "00001"})
+    (rollout,) = run_rollouts(ScriptedEngine(tiny_processor, [[clip, crop, "<think>F05.</think>\n<answer>F05</answer>"]]),
+                              [sample], video_executor_factory(config), config)
+    assert [o.tool for o in rollout.observations] == ["clip", "crop"] and rollout.answer == "F05"
+    transcripts = tmp_path / "preds.jsonl.transcripts.jsonl"
+    transcripts.write_text(json.dumps(_transcript(sample, rollout, Path("model"), config)) + "\n")
+
+    page_path = tmp_path / "t.html"
+    assert main(["shards", "inspect", str(transcripts), "--sample", "100", "--html", str(page_path)]) == 0
+    page = page_path.read_text()
+    assert page.count("<div class='msg ") == len(rollout.messages)
+    assert page.count("<img ") == len(rollout.refs) == 3 + 3 + 1  # initial frames, the clip's frames, the crop
+    assert "correct" in page and "clip → crop" in page
+    # the cropped frame is drawn with the crop's region in orange: decode its image and look for orange pixels
+    import base64
+
+    from videor4.contracts.media import decode_jpeg
+
+    crop_frame = rollout.observations[1].refs[0].frame_index
+    figures = re.findall(r"<img src='data:image/jpeg;base64,([^']+)'><figcaption>frame (\d+) [^<]*</figcaption>", page)
+    drawn = [decode_jpeg(base64.b64decode(b64)) for b64, frame in figures if int(frame) == crop_frame]
+    orange = [int(((im[..., 0] > 200) & (im[..., 1] > 100) & (im[..., 1] < 200) & (im[..., 2] < 80)).sum())
+              for im in drawn]
+    assert drawn and max(orange) > 50

@@ -13,11 +13,12 @@ import torch
 from tests.training.toy_data import OPS, PROMPT, toy_dataset
 from videor4.contracts.shard_io import read_stage
 from videor4.contracts.tool_protocol import ToolCall, format_tool_call
+from videor4.training.features import VisionTowerEncoder, load_vision_tower
 from videor4.training.grpo_config import GRPOConfig
 from videor4.training.grpo_trainer import GRPOTrainer, clipped_objective, group_advantages, zero_signal_groups
 from videor4.training.rewards import REWARDS, RewardSpec, register_reward, video_r4_rewards
 from videor4.training.rollout import ScriptedEngine
-from videor4.training.sft_trainer import batch_inputs, load_policy, read_metrics
+from videor4.training.stage_trainer import batch_inputs, load_policy, read_metrics
 
 
 @pytest.fixture(scope="module")
@@ -114,11 +115,13 @@ def test_video_r4_rewards_and_metrics_on_scripted_rollouts(tiny_model_dir, toy, 
     scripts = [[CLIP, RIGHT], [CROP_A, CROP_B, RIGHT], [WRONG], [RIGHT]] + [[RIGHT]] * 4
     model, processor = load_policy(tiny_model_dir)
     ref = load_policy(tiny_model_dir)[0]
-    cfg = GRPOConfig(num_generations=4, prompts_per_step=2, micro_batch_size=3, max_steps=1, max_new_tokens=400,
+    cfg = GRPOConfig(num_generations=4, prompts_per_step=2, micro_batch_size=3, max_steps=1, rollout={"max_new_tokens": 400},
                      rewards=video_r4_rewards(lambda_div=0.5, lambda_rep=0.5, lambda_cur=1.0), beta=0.04,
                      report_to=[])
+    encoder = VisionTowerEncoder(load_vision_tower(tiny_model_dir), processor)  # frozen: the starting checkpoint's
     trainer = GRPOTrainer(model, processor, [row], cfg, tmp_path / "rl", data_root=data_root, prompt=PROMPT,
-                          ops=OPS, ref_model=ref, engine_factory=lambda m, p: ScriptedEngine(p, scripts))
+                          ops=OPS, ref_model=ref, engine_factory=lambda m, p: ScriptedEngine(p, scripts),
+                          feature_encoder=encoder)
     batch = trainer.generate_batch(0)
     c = batch.components
     assert c["accuracy"] == [1.0, 1.0, 0.0, 1.0] + [1.0] * 4
@@ -174,8 +177,8 @@ def _even_mass(model, processor, toy_rows, data_root) -> float:
 def _grpo(tiny_model_dir, toy, out, rewards, **cfg):
     data_root, shards = toy
     model, processor = load_policy(tiny_model_dir)
-    config = GRPOConfig(**{"num_generations": 8, "prompts_per_step": 2, "micro_batch_size": 8, "max_new_tokens": 6,
-                           "max_turn_tokens": 6, "rewards": rewards, "report_to": [], "lr_scheduler": "constant",
+    config = GRPOConfig(**{"num_generations": 8, "prompts_per_step": 2, "micro_batch_size": 8,
+                           "rollout": {"max_new_tokens": 6, "max_turn_tokens": 6}, "rewards": rewards, "report_to": [], "lr_scheduler": "constant",
                            "learning_rate": 1e-2, "save_steps": 100, **cfg})
     ref = load_policy(tiny_model_dir)[0] if config.beta else None
     return GRPOTrainer(model, processor, read_stage(shards, "rld"), config, out, data_root=data_root,

@@ -132,19 +132,21 @@ def test_paper_defaults_and_feature_needs() -> None:
     assert required_features([RewardSpec(name="accuracy"), RewardSpec(name="curiosity")]) == set()
 
 
-def test_vision_tower_encoder_pools_the_policy_features(tiny_model_dir) -> None:
+def test_frozen_vision_tower_encoder_pools_the_checkpoints_features(tiny_model_dir) -> None:
     """Default encoder = the policy's own vision tower, mean-pooled per image and L2-normalized."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from videor4.training.features import VisionTowerEncoder
+    from videor4.training.features import VisionTowerEncoder, load_vision_tower
 
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).eval()
     processor = AutoProcessor.from_pretrained(tiny_model_dir)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (56, 84, 3), dtype=np.uint8), rng.integers(0, 255, (112, 56, 3), dtype=np.uint8)]
     images.append(images[0].copy())
-    feats = VisionTowerEncoder(model, processor, batch_size=2).encode(images)
+    tower = load_vision_tower(tiny_model_dir)  # the vision weights alone, read from the checkpoint's safetensors
+    assert not any(p.requires_grad for p in tower.parameters()) and not tower.training
+    feats = VisionTowerEncoder(tower, processor, batch_size=2).encode(images)
     assert feats.shape == (3, model.config.vision_config.out_hidden_size)
     np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(feats[0], feats[2], rtol=1e-5, atol=1e-6)  # batching does not leak across images
@@ -154,3 +156,52 @@ def test_vision_tower_encoder_pools_the_policy_features(tiny_model_dir) -> None:
         tokens = model.get_image_features(one["pixel_values"], one["image_grid_thw"]).pooler_output[0]
     manual = torch.nn.functional.normalize(tokens.mean(0), dim=0).numpy()
     np.testing.assert_allclose(feats[1], manual, rtol=1e-4, atol=1e-5)
+
+
+def test_reward_images_are_the_crops_the_last_clip_and_the_initial_view(tiny_processor, tiny_video) -> None:
+    """Which pixels feed R_div / R_rep is pinned: every successful crop (failed calls contribute nothing), only
+    the *last* successful clip's frames as C, and the initial frames as V (shared by the group)."""
+    from videor4.contracts.executor import OpsConfig
+    from videor4.contracts.view import PromptConfig
+    from videor4.training.grpo_trainer import reward_columns
+    from videor4.training.rollout import (
+        RolloutConfig,
+        RolloutSample,
+        ScriptedEngine,
+        run_rollouts,
+        video_executor_factory,
+    )
+
+    def call(name: str, args: str) -> str:
+        return f'<think>look</think>\n<tool_call>\n{{"name": "{name}", "arguments": {args}}}\n</tool_call>'
+
+    script = [call("clip", '{"start": 0.0, "end": 0.9}'), call("crop", '{"image": 1, "bbox_2d": [0, 0, 0.5, 0.5]}'),
+              call("crop", '{"image": 99, "bbox_2d": [0, 0, 0.5, 0.5]}'),  # fails: no image 99
+              call("clip", '{"start": 2.0, "end": 2.9}'), call("crop", '{"image": 2, "bbox_2d": [0.5, 0.5, 1, 1]}'),
+              "<think>done</think>\n<answer>F05</answer>"]
+    cfg = RolloutConfig(prompt=PromptConfig(num_frames=3), ops=OpsConfig(clip_frames=2, max_calls=6, max_images=16),
+                        max_new_tokens=2000, max_turn_tokens=400)
+    samples = [RolloutSample("a", "What code?", tiny_video), RolloutSample("b", "What code?", tiny_video)]
+    rollouts = run_rollouts(ScriptedEngine(tiny_processor, [script, ["<think>x</think>\n<answer>F</answer>"]]),
+                            samples, video_executor_factory(cfg), cfg)
+
+    seen: list[list[int]] = []
+
+    class Recorder:  # a feature encoder that remembers which images it was given (by identity)
+        def encode(self, images):
+            seen.append([id(im) for im in images])
+            return np.ones((len(images), 4)) if images else np.zeros((0, 0))
+
+    needs = {"crop_features", "clip_features", "frame_features"}
+    reward_columns(rollouts, [("F05",), ("F05",)], [0, 0], Recorder(), needs)
+    tool, plain = rollouts
+    obs = tool.observations
+    crops = [im for o in obs if o.ok and o.tool == "crop" for im in o.images]
+    assert [o.ok for o in obs] == [True, True, False, True, True] and len(crops) == 2
+    last_clip = [o for o in obs if o.ok and o.tool == "clip"][-1]
+    initial = tool.images[:3]
+    assert seen[0] == [id(im) for im in crops]  # crop features of rollout a
+    assert seen[1] == []  # rollout b made no crop
+    assert seen[2] == [id(im) for im in last_clip.images] and seen[3] == []  # clip features: last clip only
+    assert seen[4] == [id(im) for im in initial] and len(seen) == 5  # frame features once per group
+    assert len(plain.images) == 3  # no tool call: only the initial view

@@ -76,7 +76,8 @@ def test_embedded_jpeg_media_are_used_without_the_video(toy, tiny_processor) -> 
 
 def test_batch_loss_mask_aligns_with_left_padding(toy, tiny_processor) -> None:
     from videor4.contracts.shard_io import read_stage
-    from videor4.training.sft_trainer import CoTRenderer, batch_inputs
+    from videor4.training.sft_trainer import CoTRenderer
+    from videor4.training.stage_trainer import batch_inputs
 
     data_root, shards = toy
     renderer = CoTRenderer(tiny_processor, data_root, PROMPT, OPS)
@@ -94,7 +95,8 @@ def test_batch_loss_mask_aligns_with_left_padding(toy, tiny_processor) -> None:
 def _sft(tiny_model_dir, toy, out, **cfg):
     from videor4.contracts.shard_io import read_stage
     from videor4.training.sft_config import SFTConfig
-    from videor4.training.sft_trainer import SFTTrainer, load_policy
+    from videor4.training.sft_trainer import SFTTrainer
+    from videor4.training.stage_trainer import load_policy
 
     data_root, shards = toy
     model, processor = load_policy(tiny_model_dir)
@@ -105,7 +107,7 @@ def _sft(tiny_model_dir, toy, out, **cfg):
 
 def test_sft_loss_decreases_on_a_fixed_batch(tiny_model_dir, toy, tmp_path) -> None:
     """Same 4 conversations every step (window = batch = all, one epoch repeated): the NLL must fall a lot."""
-    from videor4.training.sft_trainer import read_metrics
+    from videor4.training.stage_trainer import read_metrics
 
     trainer = _sft(tiny_model_dir, toy, tmp_path / "sft", max_steps=12, per_device_batch_size=4,
                    gradient_accumulation_steps=2, bucket_window=8, lr_scheduler="constant",
@@ -126,7 +128,7 @@ def test_resume_gives_the_same_weights(tiny_model_dir, toy, tmp_path) -> None:
     import torch
     from safetensors.torch import load_file
 
-    from videor4.training.sft_trainer import read_metrics
+    from videor4.training.stage_trainer import read_metrics
 
     cfg = dict(max_steps=5, per_device_batch_size=2, gradient_accumulation_steps=2, bucket_window=4,
                lr_scheduler="linear", warmup_ratio=0.2)

@@ -12,15 +12,15 @@ from pathlib import Path
 
 from videor4.contracts.chat import Turn, build_messages
 from videor4.contracts.executor import ClipCropExecutor, OpsConfig
-from videor4.contracts.media import uniform_indices
 from videor4.contracts.shard_codec import chat_to_shard_messages
 from videor4.contracts.shard_io import write_manifest, write_stage
 from videor4.contracts.shard_schema import QC, CoTRow, Provenance, RLRow, VideoRef, make_sample_id
 from videor4.contracts.tool_protocol import ToolCall, format_tool_call
-from videor4.contracts.view import PromptConfig, display_size
+from videor4.contracts.view import PromptConfig, ShardView
 
 PROMPT = PromptConfig(num_frames=3, frame_max_pixels=4 * 28 * 28, crop_max_pixels=4 * 28 * 28)
 OPS = OpsConfig(clip_frames=2, max_calls=2, max_images=8)
+VIEW = ShardView(prompt=PROMPT, ops=OPS)
 VIDEO = "videos/00001.mp4"
 ANSWERS = {1: "F05", 2: "F12", 3: "F20", 4: "F27"}
 
@@ -46,7 +46,7 @@ def _common(question_id: int, stage: str) -> dict:
         sample_id=make_sample_id("00001", question_id, stage), stage=stage, question_id=question_id,
         video_id="00001", question=f"What code is shown in part {question_id}?", answers=[ANSWERS[question_id]],
         source1="Single frame", source2="Text", video=VideoRef(path=VIDEO, kind="video", fps=10.0, num_frames=30),
-        initial_frames=uniform_indices(30, PROMPT.num_frames), evidence=[], qc=QC(status="auto_pass"),
+        initial_frames=VIEW.initial_frames(30), evidence=[], qc=QC(status="auto_pass"),
         provenance=Provenance(toolkit_version="test", split="toy", source_file="toy.json", decoder="opencv",
                               ocr_backend="none", detector_backend="none", config_hash="0"),
     )
@@ -65,8 +65,7 @@ def toy_dataset(root: Path, video: Path) -> tuple[Path, Path]:
         for qid in ANSWERS:
             for stage, kind in (("drp", "crop" if qid % 2 else "clip"), ("crp", "crp")):
                 common = _common(qid, stage)
-                ex = ClipCropExecutor(reader, common["initial_frames"], OPS,
-                                      display_size=lambda ref, size: display_size(PROMPT, ref, size))
+                ex = VIEW.executor(reader, common["initial_frames"])
                 initial = list(ex.context)
                 turns = _turns(qid, kind, ex)
                 messages, _ = build_messages(common["question"], initial, ex.render_many(initial), turns,
@@ -79,7 +78,8 @@ def toy_dataset(root: Path, video: Path) -> tuple[Path, Path]:
                                          required_ops=ops))
     for stage, stage_rows in rows.items():
         write_stage(shards, stage, stage_rows)
-    write_manifest(shards, {"source": "toy"})
+    write_manifest(shards, {"source": "toy", "view": VIEW.model_dump(mode="json"),
+                            "data_root": str(data_root.resolve())})
     (data_root / "Annotations").mkdir(exist_ok=True)
     records = [{"question": f"What code is shown in part {q}?", "answers": [a], "video_id": "00001",
                 "question_id": q, "video_width": 224, "video_height": 128, "source1": "Single frame",
@@ -87,3 +87,40 @@ def toy_dataset(root: Path, video: Path) -> tuple[Path, Path]:
     (data_root / "Annotations" / "ViteVQA_0.0.2_toy.json").write_text(json.dumps(
         {"dataset_type": "toy", "dataset_name": "ViteVQA", "dataset_version": "0.0.2", "data": records}))
     return data_root, shards
+
+
+def write_tiny_video(path: Path) -> Path:
+    """A real 3 s, 10 fps, 224x128 mp4 whose frames show their index ("F00" … "F29")."""
+    import cv2
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (224, 128))
+    for i in range(30):
+        img = np.full((128, 224, 3), (40 + 5 * i, 80, 160), np.uint8)
+        cv2.putText(img, f"F{i:02d}", (30, 90), cv2.FONT_HERSHEY_SIMPLEX, 2, (255, 255, 255), 4)
+        writer.write(img)
+    writer.release()
+    return path
+
+
+REWARDS = [{"name": "accuracy"}, {"name": "format"}, {"name": "diversity", "weight": 0.2},
+           {"name": "representativeness", "weight": 0.2}, {"name": "curiosity"}]
+
+
+def toy_recipe(path: Path, *, sft: dict, grpo: dict, name: str = "test-tiny", stage3_sft: dict | None = None,
+               **top: object) -> Path:
+    """A four-stage recipe over the toy shards (DRP-SFT → RLd → CRP-SFT → RLc) with the toy view; ``stage3_sft``
+    replaces the CRP-SFT stage's config, ``top`` the recipe's top-level fields."""
+    import yaml
+
+    grpo = {"rewards": REWARDS, **grpo}
+    recipe = {"name": name, "build_tiny_model": True, "mixed_precision": "no", "prompt": PROMPT.model_dump(),
+              "ops": OPS.model_dump(), **top, "stages": [
+                  {"name": "drp-sft", "kind": "sft", "data": {"stages": ["drp"], "limit": 4}, "sft": sft},
+                  {"name": "rld", "kind": "grpo", "data": {"stages": ["rld"], "limit": 2}, "grpo": grpo},
+                  {"name": "crp-sft", "kind": "sft", "data": {"stages": ["crp"], "limit": 4},
+                   "sft": stage3_sft or sft},
+                  {"name": "rlc", "kind": "grpo", "data": {"stages": ["rlc"], "limit": 2}, "grpo": grpo}]}
+    path.write_text(yaml.safe_dump(recipe))
+    return path
