@@ -7,8 +7,10 @@ file are turned into ``UserError`` where that file is read (:func:`user_input`),
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -72,3 +74,16 @@ def user_input(what: object) -> Iterator[None]:
         raise
     except _input_error_types() as exc:
         raise UserError(f"{what}: {describe_input_error(exc)}") from exc
+
+
+def read_json_object(path: Path, absent: str, what: str) -> dict:
+    """A JSON object the toolkit wrote earlier into a user's folder (a manifest): ``absent`` is the error when the
+    file is missing, ``what`` names it when it cannot be read or is not an object."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(absent)
+    with user_input(f"{path}: not a readable {what}"):
+        data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a readable {what} (expected a JSON object)")
+    return data

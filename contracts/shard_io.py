@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from videor4.contracts.atomic import write_json_atomic, write_table_atomic
-from videor4.contracts.errors import UserError, describe_input_error, user_input
+from videor4.contracts.errors import UserError, describe_input_error, read_json_object, user_input
 from videor4.contracts.shard_schema import (
     COT_SCHEMA,
     COT_STAGES,
@@ -173,14 +173,8 @@ def file_sha256(path: Path) -> str:
 
 
 def read_manifest(shards: Path) -> dict:
-    path = Path(shards) / MANIFEST
-    if not path.is_file():
-        raise UserError(f"{shards}: no {MANIFEST} (not a shards directory written by videor4)")
-    with user_input(f"{path}: not a readable manifest"):
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(manifest, dict):
-        raise UserError(f"{path}: not a readable manifest (expected a JSON object)")
-    return manifest
+    return read_json_object(Path(shards) / MANIFEST, f"{shards}: no {MANIFEST} (not a shards directory written by "
+                            "videor4)", "manifest")
 
 
 def validate_shards(shards: Path) -> list[str]:

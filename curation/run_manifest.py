@@ -19,7 +19,7 @@ from pathlib import Path
 
 from videor4 import __version__
 from videor4.contracts.atomic import write_json_atomic
-from videor4.contracts.errors import UserError, user_input
+from videor4.contracts.errors import UserError, read_json_object, user_input
 from videor4.curation.config import CurationConfig
 
 RUN_FILE = "run.json"
@@ -75,12 +75,10 @@ def fail_run(out: Path, run: dict, error: BaseException) -> None:
 
 def read_run(out: Path) -> dict:
     path = Path(out) / RUN_FILE
-    if not path.is_file():
-        raise UserError(f"{out}: no {RUN_FILE} (not a curation output folder, or the run never started)")
-    with user_input(f"{path}: not a readable run manifest"):
-        run = json.loads(path.read_text(encoding="utf-8"))
-    missing = ([k for k in ("status", "split", "videos", "started", "analysis_hash", "synthesis_hash", "t0")
-                if k not in run] if isinstance(run, dict) else ["<a JSON object>"])
+    run = read_json_object(path, f"{out}: no {RUN_FILE} (not a curation output folder, or the run never started)",
+                           "run manifest")
+    missing = [k for k in ("status", "split", "videos", "started", "analysis_hash", "synthesis_hash", "t0")
+               if k not in run]
     if missing:
         raise UserError(f"{path}: not a readable run manifest: missing field {missing[0]!r}")
     return run
