@@ -434,7 +434,7 @@ def dataset_tables(ds: Dataset, tmp: Path, stride: int, rounds: int) -> None:
     print(f"defaults, where the stage's {default['wall']:.1f} s go: OCR detection "
           f"{c.get(('analysis', 'ocr detection'), 0):.1f} s, OCR recognition "
           f"{c.get(('analysis', 'ocr recognition'), 0):.1f} s, object detector {det_s:.1f} s, decode + dedupe + "
-          f"tracking + ink gate {rest - det_s:.1f} s, matching {default['wall'] - default['analysis_s']:.1f} s")
+          f"tracking + ink gate {rest - det_s:.1f} s, matching {max(0.0, default['wall'] - default['analysis_s']):.1f} s (the wall time left over)")
 
     print(f"\nwhole curation (+ trajectory synthesis, verification, shards), from an empty cache; {load()}:")
     whole = curate(ds, {}, tmp / f"{ds.split}-whole")

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "qc": ("videor4.pipelines.qc_cli", "human quality control in Label Studio (serve, push, pull)"),
     "eval": ("videor4.training.eval_cli", "score predictions with the official metrics, or run a model"),
     "train": ("videor4.training.train_cli", "run a training curriculum from a recipe YAML"),
+    "micro-data": ("videor4.pipelines.micro_cli", "render the micro text-rich video benchmark (learning benchmark)"),
 }
 
 
