@@ -97,8 +97,9 @@ def test_user_errors(tiny_model_dir, data_root, tmp_path, capsys, model, split, 
 
 
 def test_bundled_sample(tiny_model_dir, tmp_path, capsys) -> None:
-    sample = pytest.importorskip("videor4.curation.sample")
-    root = Path(sample.sample_root())
+    from videor4.curation.sample import sample_root
+
+    root = Path(sample_root())
     split = sorted(root.glob("Annotations/ViteVQA_0.0.2_*.json"))[0].stem.split("_")[-1]
     out = tmp_path / "sample.jsonl"
     code = main(["eval", "run", "--model", str(tiny_model_dir), "--data-root", str(root), "--split", split,
