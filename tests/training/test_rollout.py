@@ -151,10 +151,9 @@ def test_vllm_engine_mapping_with_stand_in(tiny_processor, tiny_video, monkeypat
     whose ``outputs[0]`` has ``token_ids``, ``finish_reason`` and ``stop_reason`` (the stop token id, which
     vLLM may leave out of ``token_ids``).
     """
-    import sys
-    import types
     from types import SimpleNamespace
 
+    from tests.training.fake_vllm import install_fake_vllm
     from videor4.training.vllm_engine import VLLMEngine, collapse_image_pads
 
     tok = tiny_processor.tokenizer
@@ -176,12 +175,7 @@ def test_vllm_engine_mapping_with_stand_in(tiny_processor, tiny_video, monkeypat
                     outs.append(SimpleNamespace(token_ids=ids + [im_end], finish_reason="stop", stop_reason=None))
             return [SimpleNamespace(outputs=[o]) for o in outs]
 
-    fake = types.ModuleType("vllm")
-    fake.SamplingParams = lambda **kw: kw
-    fake_inputs = types.ModuleType("vllm.inputs")
-    fake_inputs.TokensPrompt = lambda **kw: kw
-    monkeypatch.setitem(sys.modules, "vllm", fake)
-    monkeypatch.setitem(sys.modules, "vllm.inputs", fake_inputs)
+    install_fake_vllm(monkeypatch)
 
     cfg = config()
     (r,) = run_rollouts(VLLMEngine(LLM(), tiny_processor), [RolloutSample("v", "What?", tiny_video)], video_executor_factory(cfg), cfg)

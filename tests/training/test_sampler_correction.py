@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
-import types
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from tests.training.fake_vllm import install_fake_vllm
 from videor4.contracts.chat import VISION_TOKENS
 from videor4.contracts.executor import OpsConfig
 from videor4.contracts.view import PromptConfig, ShardView
@@ -61,9 +60,7 @@ def fake_vllm(monkeypatch):
         def reset_prefix_cache(self):
             self.resets += 1
 
-    module = types.ModuleType("vllm")
-    module.LLM = LLM
-    monkeypatch.setitem(sys.modules, "vllm", module)
+    install_fake_vllm(monkeypatch, LLM)
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
         monkeypatch.delenv(key, raising=False)
     return created
@@ -113,12 +110,7 @@ def test_vllm_sampled_logprobs_reach_the_rollout(monkeypatch, tiny_processor, ti
             out = SimpleNamespace(token_ids=answer, finish_reason="stop", stop_reason=im_end, logprobs=steps)
             return [SimpleNamespace(outputs=[out]) for _ in prompts]
 
-    fake = types.ModuleType("vllm")
-    fake.SamplingParams = lambda **kw: kw
-    inputs = types.ModuleType("vllm.inputs")
-    inputs.TokensPrompt = lambda **kw: kw
-    monkeypatch.setitem(sys.modules, "vllm", fake)
-    monkeypatch.setitem(sys.modules, "vllm.inputs", inputs)
+    install_fake_vllm(monkeypatch)
     cfg = RolloutConfig(prompt=PromptConfig(num_frames=2))
     (r,) = run_rollouts(VLLMEngine(LLM(), tiny_processor, VLLMEngineConfig(logprobs=True)),
                         [RolloutSample("v", "What?", tiny_video)], video_executor_factory(cfg), cfg)
