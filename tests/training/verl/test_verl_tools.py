@@ -68,13 +68,18 @@ def test_execute_returns_the_executors_frames_crops_and_errors(sample_rl, tools)
             await tool.release(instance)
         return out
 
+    def run_with_reference(instance: str, calls: list[tuple[str, dict]]) -> tuple[list, list]:
+        """The verl tools' results, and the observations the toolkit's own executor gives for the same calls."""
+        results = asyncio.run(trajectory(instance, calls))
+        ref = reference_executor(sample_rl, row)
+        expected = [ref.execute(ToolCall(name, args)) for name, args in calls]
+        ref.reader.close()
+        return results, expected
+
     # success: a clip returns new frames decoded from the video, a crop of one of them (image 5) zooms in
     calls = [("clip", {"start": 0.5, "end": 1.5}), ("crop", {"image": 5, "bbox_2d": [0.2, 0.2, 0.6, 0.6]}),
              ("clip", {"start": 2.0, "end": 2.9})]
-    results = asyncio.run(trajectory("traj-ok", calls))
-    ref = reference_executor(sample_rl, row)
-    expected = [ref.execute(ToolCall(name, args)) for name, args in calls]
-    ref.reader.close()
+    results, expected = run_with_reference("traj-ok", calls)
     for (response, reward, metrics), obs in zip(results, expected):
         assert_same_observation(response, obs, view)
         assert reward == 0.0 and metrics["ok"] == obs.ok
@@ -89,10 +94,7 @@ def test_execute_returns_the_executors_frames_crops_and_errors(sample_rl, tools)
     # mistakes come back as error observations (and count against the budget), never as exceptions
     calls = [("crop", {"image": 1, "bbox_2d": [0.6, 0.2, 0.1, 0.5]}), ("clip", {"start": 10.0, "end": 12.0}),
              ("crop", {"image": 1, "bbox_2d": [0.1, 0.1, 0.5, 0.5]})]
-    results = asyncio.run(trajectory("traj-errors", calls))
-    ref = reference_executor(sample_rl, row)
-    expected = [ref.execute(ToolCall(name, args)) for name, args in calls]
-    ref.reader.close()
+    results, expected = run_with_reference("traj-errors", calls)
     for (response, _, metrics), obs in zip(results, expected):
         assert_same_observation(response, obs, view)
         assert metrics["ok"] is False and not response.image
