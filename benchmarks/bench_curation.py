@@ -338,7 +338,7 @@ def engine_table(rounds: int = 3) -> None:
     det = defaultdict(float)
     rec = defaultdict(float)
     texts: dict[str, list] = defaultdict(list)
-    for name, ocr in engines.items():  # first call per engine and shape sets up kernels: off the clock
+    for ocr in engines.values():  # first call per engine and shape sets up kernels: off the clock
         for i, f in enumerate(frames):
             ocr.detect_regions(f, [(0, 0, f.shape[1], f.shape[0])])
             ocr.recognize(f, quads[i])
