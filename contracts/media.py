@@ -14,8 +14,10 @@ stays bounded by one frame per backend, whatever the video length.
 from __future__ import annotations
 
 import itertools
+import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -64,6 +66,44 @@ def decode_jpeg(data: bytes) -> np.ndarray:
     if image is None:
         raise ValueError("not a decodable JPEG")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def write_mp4(frames: Iterable[np.ndarray], path: Path, fps: int, *, pixel_format: str = "rgb24", crf: int = 20,
+              preset: str = "ultrafast") -> int:
+    """Encode ``frames`` (H x W x 3, ``pixel_format`` "rgb24" or "bgr24") as H.264 yuv420p MP4 whose bytes are the
+    same on every run; returns the number of frames.
+
+    Why each setting: one encoder thread and bit-exact muxing, because threads and muxer metadata change the
+    bytes; no macroblock-tree rate control, because with it libx264 gave run-to-run different bytes on real
+    clips; a keyframe every second, so that ``clip`` seeks cheaply; ``+faststart`` so readers need not seek to
+    the end. Written under a temporary name and renamed, so a killed run leaves no half video.
+    """
+    import av
+
+    frames = iter(frames)
+    first = next(frames)
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    count = 0
+    with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart", "fflags": "+bitexact"}) as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = first.shape[1], first.shape[0], "yuv420p"
+        stream.codec_context.time_base = Fraction(1, fps)
+        stream.thread_count = 1
+        stream.options = {"crf": str(crf), "preset": preset, "threads": "1", "x264-params":
+                          f"keyint={fps}:min-keyint={fps}:scenecut=0:threads=1:lookahead-threads=1:no-mbtree=1"}
+        stream.codec_context.flags |= int(av.codec.context.Flags.bitexact)
+        for image in itertools.chain([first], frames):
+            frame = av.VideoFrame.from_ndarray(image, format=pixel_format)
+            frame.pts = count
+            frame.time_base = Fraction(1, fps)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+            count += 1
+        for packet in stream.encode(None):
+            out.mux(packet)
+    os.replace(tmp, path)
+    return count
 
 
 class MediaError(UserError):

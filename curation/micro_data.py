@@ -30,11 +30,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from videor4.contracts.atomic import write_json_atomic
 from videor4.contracts.dataset import ANNOTATION_PATTERN
 from videor4.contracts.executor import ImageRef, OpsConfig
-from videor4.contracts.media import uniform_indices
+from videor4.contracts.media import uniform_indices, write_mp4
 from videor4.contracts.view import PromptConfig, ShardView, display_size
 
 QuestionKind = Literal["crop", "clip", "clip+crop"]
@@ -505,33 +503,6 @@ def render_frames(spec: MicroSpec, plan: VideoPlan, seed: int, label_frames: Seq
     return frames, ocr
 
 
-X264_PARAMS = "keyint=10:min-keyint=10:scenecut=0:threads=1:lookahead-threads=1:no-mbtree=1"
-
-
-def encode_mp4(frames: Sequence[np.ndarray], path: Path, fps: int) -> None:
-    """H.264 yuv420p, one thread, bit-exact muxing (the same bytes on every run); a keyframe every second."""
-    import av
-
-    h, w = frames[0].shape[:2]
-    tmp = path.with_name(f".tmp-{path.name}")
-    with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart", "fflags": "+bitexact"}) as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.codec_context.time_base = Fraction(1, fps)
-        stream.thread_count = 1
-        stream.options = {"crf": "20", "preset": "ultrafast", "threads": "1", "x264-params": X264_PARAMS}
-        stream.codec_context.flags |= int(av.codec.context.Flags.bitexact)
-        for i, img in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = i
-            frame.time_base = Fraction(1, fps)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    os.replace(tmp, path)
-
-
 # --- splits -----------------------------------------------------------------------------------------------------
 SPLIT_ID_BASE = {"train": 10000, "test": 50000, "pretrain": 90000}
 
@@ -558,7 +529,7 @@ def _render_one(args: tuple[MicroSpec, int, str, int, str, int, tuple[QuestionKi
     video, ocr_path = out / "videos" / f"{video_id}.mp4", out / "video_ocr" / f"{video_id}.json"
     if not (video.is_file() and ocr_path.is_file()):
         frames, ocr = render_frames(spec, plan, seed)
-        encode_mp4(frames, video, spec.fps)
+        write_mp4(frames, video, spec.fps)
         write_json_atomic(ocr_path, ocr)
     return [{"question": q.question, "answers": [q.answer], "video_id": video_id, "question_id": q.question_id,
              "video_width": spec.width, "video_height": spec.height, "source1": "Single frame", "source2": "Text",

@@ -26,13 +26,14 @@ import shutil
 import sys
 import unicodedata
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import av
 import cv2
 import numpy as np
+
+from videor4.contracts.media import write_mp4
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SHARED = REPO_ROOT.parent / "shared" / "samples"
@@ -41,10 +42,9 @@ DEFAULT_OUT = REPO_ROOT / "curation" / "sample_data"
 WIDTH, HEIGHT = 960, 540
 FPS = 10
 JPEG_QUALITY = 85
-X264_CRF = "23"
-# A keyframe every second (cheap seeks for ``clip``); one thread; no macroblock-tree rate control:
-# with mb-tree on, libx264 gave run-to-run different bytes for the Pexels-derived clips.
-X264_PARAMS = f"keyint={FPS}:min-keyint={FPS}:scenecut=0:threads=1:lookahead-threads=1:no-mbtree=1"
+X264_CRF = 23
+# Encoding: videor4.contracts.media.write_mp4 (reproducible bytes: one thread, bit-exact muxing, no mb-tree, which
+# gave run-to-run different bytes for the Pexels-derived clips; a keyframe every second).
 ANNOTATION_NAME = "ViteVQA_0.0.2_sample.json"
 
 Box = tuple[float, float, float, float]  # x, y, w, h in source pixels
@@ -382,34 +382,6 @@ def video_frames(spec: VideoSpec, shared: Path) -> Iterator[np.ndarray]:
 # --------------------------------------------------------------------------------------------
 # Encoding / decoding
 # --------------------------------------------------------------------------------------------
-def encode_mp4(frames: Iterator[np.ndarray], path: Path) -> int:
-    """H.264 (yuv420p, +faststart) at 10 fps: cv2, PyAV and decord all read it.
-
-    One encoder thread and bit-exact muxing so reruns give identical bytes; a keyframe every
-    second so ``clip`` can seek cheaply.
-    """
-    count = 0
-    with av.open(str(path), "w", format="mp4",
-                 options={"movflags": "+faststart", "fflags": "+bitexact"}) as container:
-        stream = container.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        stream.codec_context.time_base = Fraction(1, FPS)
-        stream.thread_count = 1
-        stream.options = {"crf": X264_CRF, "preset": "medium", "threads": "1",
-                          "x264-params": X264_PARAMS}
-        stream.codec_context.flags |= int(av.codec.context.Flags.bitexact)
-        for img in frames:
-            frame = av.VideoFrame.from_ndarray(img, format="bgr24")
-            frame.pts = count
-            frame.time_base = Fraction(1, FPS)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-            count += 1
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return count
-
-
 def decode_to_jpegs(mp4: Path, out_dir: Path) -> int:
     """Write ``1.jpg … N.jpg`` (1-based, not zero-padded, like the official img_dir)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -522,7 +494,8 @@ def build(shared: Path, out: Path) -> dict[str, int]:
     counts: dict[str, int] = {}
     for spec in VIDEOS:
         mp4 = out / "videos" / f"{spec.video_id}.mp4"
-        encoded = encode_mp4(video_frames(spec, shared), mp4)
+        encoded = write_mp4(video_frames(spec, shared), mp4, FPS, pixel_format="bgr24", crf=X264_CRF,
+                            preset="medium")
         decoded = decode_to_jpegs(mp4, out / "img_dir" / spec.video_id)
         if encoded != decoded:
             raise RuntimeError(f"{spec.video_id}: encoded {encoded} frames but decoded {decoded}")
