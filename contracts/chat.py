@@ -29,7 +29,7 @@ import numpy as np
 
 from videor4.contracts.executor import ImageRef, OpsConfig, ToolObservation, describe_image
 from videor4.contracts.tool_protocol import TOOL_SCHEMAS
-from videor4.contracts.view import PromptConfig, fit_image
+from videor4.contracts.view import PromptConfig, display_size, fit_image
 
 # Qwen2.5-VL's placeholder for one image in rendered chat text (the shard codec uses its own, SHARD_IMAGE_TOKEN).
 QWEN_IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -71,13 +71,14 @@ def system_prompt(config: PromptConfig, ops: OpsConfig | None = None) -> str:
 
 
 def initial_content(
-    question: str, refs: Sequence[ImageRef], images: Sequence[np.ndarray], duration_s: float | None = None
+    question: str, refs: Sequence[ImageRef], shown_sizes: Sequence[tuple[int, int]], duration_s: float | None = None
 ) -> list[dict[str, Any]]:
-    """The first user turn: what is shown, each frame with its label, then the question."""
+    """The first user turn: what is shown, each frame with its label (``shown_sizes``: (w, h) as displayed),
+    then the question."""
     span = f" of a {duration_s:.2f}s video" if duration_s is not None else ""
     content: list[dict[str, Any]] = [{"type": "text", "text": f"{len(refs)} frames{span}:\n"}]
-    for number, (ref, image) in enumerate(zip(refs, images), start=1):
-        content.append({"type": "text", "text": describe_image(number, ref, (image.shape[1], image.shape[0])) + "\n"})
+    for number, (ref, size) in enumerate(zip(refs, shown_sizes), start=1):
+        content.append({"type": "text", "text": describe_image(number, ref, size) + "\n"})
         content.append({"type": "image"})
         content.append({"type": "text", "text": "\n"})
     content.append({"type": "text", "text": f"Question: {question}"})
@@ -92,6 +93,35 @@ def observation_content(observations: Sequence[ToolObservation]) -> list[dict[st
         content.extend({"type": "image"} for _ in obs.images)
         content.append({"type": "text", "text": "\n</tool_response>" if obs.images else "</tool_response>"})
     return content
+
+
+def chat_messages(
+    question: str,
+    refs: Sequence[ImageRef],
+    sizes: Sequence[tuple[int, int]],
+    turns: Sequence[Turn] = (),
+    *,
+    config: PromptConfig | None = None,
+    ops: OpsConfig | None = None,
+    duration_s: float | None = None,
+) -> list[dict[str, Any]]:
+    """The chat messages of :func:`build_messages` without the images: the text depends on the initial frames'
+    rendered ``sizes`` ((w, h), shown at :func:`~videor4.contracts.view.display_size`) only.
+
+    Why a text-only builder: the shards store images as references, so curation writes a trajectory's chat
+    without resizing (or even decoding) a single frame for it.
+    """
+    config = config or PromptConfig()
+    shown = [display_size(config, r, size) for r, size in zip(refs, sizes)]
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": system_prompt(config, ops)},
+        {"role": "user", "content": initial_content(question, refs, shown, duration_s)},
+    ]
+    for turn in turns:
+        messages.append({"role": "assistant", "content": turn.assistant})
+        if turn.observations:
+            messages.append({"role": "user", "content": observation_content(turn.observations)})
+    return messages
 
 
 def build_messages(
@@ -110,16 +140,11 @@ def build_messages(
     with their observations. The result is what SFT trains on and what rollouts/eval extend turn by turn.
     """
     config = config or PromptConfig()
+    messages = chat_messages(question, refs, [(im.shape[1], im.shape[0]) for im in images], turns, config=config,
+                             ops=ops, duration_s=duration_s)
     shown = [fit_image(config, r, im) for r, im in zip(refs, images)]
-    messages: list[dict[str, Any]] = [
-        {"role": "system", "content": system_prompt(config, ops)},
-        {"role": "user", "content": initial_content(question, refs, shown, duration_s)},
-    ]
-    for turn in turns:
-        messages.append({"role": "assistant", "content": turn.assistant})
-        if turn.observations:
-            messages.append({"role": "user", "content": observation_content(turn.observations)})
-            shown.extend(fit_image(config, r, im) for o in turn.observations for r, im in zip(o.refs, o.images))
+    shown.extend(fit_image(config, r, im) for turn in turns for o in turn.observations
+                 for r, im in zip(o.refs, o.images))
     return messages, shown
 
 

@@ -729,7 +729,7 @@ def write_direct_answer_shards(shards: str | Path, out: str | Path) -> dict[str,
     chat — the no-tools system prompt, the same initial frames, one answer turn — written as a ``drp`` CoT stage
     of ``out`` with the source manifest's view, so ``videor4 train`` trains it like any SFT stage and
     ``videor4 eval run --no-tools`` asks it the same way."""
-    from videor4.contracts.chat import Turn, build_messages
+    from videor4.contracts.chat import Turn, chat_messages
     from videor4.contracts.dataset import media_path
     from videor4.contracts.errors import UserError
     from videor4.contracts.executor import ImageRef as Ref
@@ -755,11 +755,10 @@ def write_direct_answer_shards(shards: str | Path, out: str | Path) -> dict[str,
         refs = [Ref(i, i / fps) for i in row.initial_frames]
         if row.video_id not in sizes:  # the prompt states each image's size: the source's, from its header
             with open_video(media_path(manifest["data_root"], row.video.path)) as reader:
-                sizes[row.video_id] = (reader.height, reader.width)
-        blank = [np.zeros((*sizes[row.video_id], 3), np.uint8) for _ in refs]  # only their sizes are used
+                sizes[row.video_id] = (reader.width, reader.height)
         turn = Turn(format_answer_turn(DIRECT_THOUGHT, row.answers[0]))
-        messages, _ = build_messages(row.question, refs, blank, [turn], config=prompt, ops=view.ops,
-                                     duration_s=row.video.num_frames / fps)
+        messages = chat_messages(row.question, refs, [sizes[row.video_id]] * len(refs), [turn], config=prompt,
+                                 ops=view.ops, duration_s=row.video.num_frames / fps)
         common = row.model_dump(exclude={"messages", "ops", "verified", "difficulty", "answer_in_initial",
                                          "required_ops", "sample_id", "stage"})
         rows[row.question_id] = CoTRow(**common, sample_id=make_sample_id(row.video_id, row.question_id, "drp", 9),

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from videor4.contracts.chat import Turn, build_messages
+from videor4.contracts.chat import Turn, chat_messages
 from videor4.contracts.dataset import QARecord
 from videor4.contracts.evidence_schema import EvidenceItem
 from videor4.contracts.executor import ClipCropExecutor, ImageRef, OpsConfig, ToolObservation
@@ -482,9 +482,9 @@ class TrajectorySynthesizer:
     # -- chat ------------------------------------------------------------------------------------------------
     def to_messages(self, record: QARecord, traj: Trajectory, ex: ClipCropExecutor) -> list[Message]:
         """The chat exactly as the shared prompt builder renders it, with media as references."""
-        initial_images = ex.render_many(traj.initial)
-        messages, _ = build_messages(record.question, traj.initial, initial_images, traj.turns,
-                                     config=self.cfg.prompt, ops=self.cfg.ops, duration_s=self.duration)
+        sizes = [ex.rendered_size(r) for r in traj.initial]  # the text needs sizes only: nothing is resized
+        messages = chat_messages(record.question, traj.initial, sizes, traj.turns, config=self.cfg.prompt,
+                                 ops=self.cfg.ops, duration_s=self.duration)
         refs = list(traj.initial) + [r for t in traj.turns for o in t.observations for r in o.refs]
         return chat_to_shard_messages(messages, refs)
 

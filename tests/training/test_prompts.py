@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from videor4.contracts.chat import Turn, build_messages, encode_chat, render_segments, system_prompt
+from videor4.contracts.chat import Turn, build_messages, chat_messages, encode_chat, render_segments, system_prompt
 from videor4.contracts.executor import ClipCropExecutor, OpsConfig
 from videor4.contracts.media import open_video
 from videor4.contracts.tool_protocol import ToolCall, format_tool_call
@@ -52,6 +52,24 @@ def test_images_fit_the_budget(conversation) -> None:
     # Labels state the displayed size, so pixel boxes read off an image mean the same to the executor.
     h0, w0 = images[0].shape[:2]
     assert messages[1]["content"][1]["text"] == f"Image 1: frame 0 at 0.00s, {w0}x{h0} px\n"
+
+
+def test_text_only_builder_gives_the_same_messages(conversation, tiny_video) -> None:
+    """Curation writes chats from the initial frames' sizes alone (no resizing): the text must be identical."""
+    messages, images = conversation
+    with open_video(tiny_video) as reader:
+        size = (reader.width, reader.height)
+        ex = ClipCropExecutor(reader, [0, 10, 20], OpsConfig(clip_frames=2),
+                              display_size=lambda r, s: display_size(CONFIG, r, s))
+        refs = list(ex.context)
+        t1 = "<think>The text changes.</think>\n" + format_tool_call(ToolCall("clip", {"start": 0.5, "end": 1.5}))
+        t2 = "<think>Zoom.</think>\n" + format_tool_call(ToolCall("crop", {"image": 4, "bbox_2d": [0.1, 0.2, 0.6, 0.8]}))
+        turns = [Turn(t1, ex.execute_text(t1)), Turn(t2, ex.execute_text(t2)),
+                 Turn("<think>Read it.</think>\n<answer>F05</answer>")]
+    assert chat_messages("What is written?", refs, [size] * 3, turns, config=CONFIG, duration_s=3.0) == messages
+    # a wrong size states a wrong label: the sizes are what the text depends on
+    wrong = chat_messages("What is written?", refs, [(size[0] * 3, size[1])] * 3, turns, config=CONFIG, duration_s=3.0)
+    assert wrong != messages
 
 
 def test_rendering_equals_chat_template(conversation, tiny_processor) -> None:
