@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -215,7 +216,15 @@ class _Reader:
 
 
 class OpenCVReader(_Reader):
-    """cv2.VideoCapture: ``grab()`` skips unwanted frames, ``retrieve()`` converts wanted ones only."""
+    """cv2.VideoCapture: ``grab()`` skips unwanted frames, ``retrieve()`` converts wanted ones only.
+
+    Frames are reached by grabbing sequentially from frame 0 — exact, whereas ``CAP_PROP_POS_FRAMES`` seeks land on
+    keyframes for some codecs. The capture stays open between calls with its position (a *cursor*): a call whose
+    frames lie ahead continues from there instead of decoding the video from the start again, which is what the
+    many small reads of trajectory synthesis and evaluation do. A call that needs an earlier frame reopens it.
+    Each thread has its own cursor (a capture is not thread-safe); interleaved calls of one thread share it and
+    stay exact, since a frame is retrieved right after it is grabbed.
+    """
 
     def __init__(self, path: Path, video_id: str) -> None:
         self.path, self.video_id = path, video_id
@@ -230,27 +239,34 @@ class OpenCVReader(_Reader):
         self.num_frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         cap.release()
         _check_stream(path, self.num_frames, self.fps, self.width, self.height)
+        self._cursor = threading.local()  # .cap, and .position: the frame the next grab yields
 
     def read(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
         wanted = self._wanted(indices)
-        if not wanted:
-            return
-        # A fresh capture per call: sequential grabbing from frame 0 is exact,
-        # whereas CAP_PROP_POS_FRAMES seeks land on keyframes for some codecs.
-        cap = cv2.VideoCapture(str(self.path))
-        try:
-            position = 0
-            for index in wanted:
-                while position <= index:
-                    if not cap.grab():
-                        raise MediaError(f"{self.path}: video ends at frame {position}, expected {self.num_frames}")
-                    position += 1
-                ok, bgr = cap.retrieve()
-                if not ok:
-                    raise MediaError(f"{self.path}: cannot decode frame {index}")
-                yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        finally:
+        cursor = self._cursor
+        for index in wanted:
+            if getattr(cursor, "cap", None) is None or cursor.position > index:  # behind the cursor: from frame 0
+                self.close()
+                cursor.cap, cursor.position = cv2.VideoCapture(str(self.path)), 0
+            cap = cursor.cap
+            while cursor.position <= index:
+                if not cap.grab():
+                    position = cursor.position
+                    self.close()
+                    raise MediaError(f"{self.path}: video ends at frame {position}, expected {self.num_frames}")
+                cursor.position += 1
+            ok, bgr = cap.retrieve()  # right after grabbing ``index``: nothing runs in between
+            if not ok:
+                self.close()
+                raise MediaError(f"{self.path}: cannot decode frame {index}")
+            yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    def close(self) -> None:
+        """Release this thread's capture (another thread's is released with it when that thread ends)."""
+        cap = getattr(self._cursor, "cap", None)
+        if cap is not None:
             cap.release()
+        self._cursor.cap, self._cursor.position = None, 0
 
 
 class PyAVReader(_Reader):

@@ -175,6 +175,13 @@ def _synthesize(result: VideoResult, source: VideoSource, records: list[QARecord
     tcfg = cfg.trajectories
     with open_video(source.path, config=cfg.media, video_id=source.video_id) as reader:
         synth = TrajectorySynthesizer(reader, verify_ocr, tcfg, cfg.matching)
+        # Questions are synthesized in the order of their evidence in the video, so that the frames they read
+        # mostly lie ahead of the decoder's position (a frame behind it costs a decode from frame 0); each
+        # trajectory is independent of the others (its own executor and seeded wording), so rows are the same
+        # and are written in question order below.
+        made = {rec.question_id: synth.synthesize(rec, by_question.get(rec.question_id, []))
+                for rec in sorted(records, key=lambda r: (min((x.frame_index for x in by_question.get(
+                    r.question_id, [])), default=-1), r.question_id))}
         for rec in sorted(records, key=lambda r: r.question_id):
             answer_rows = by_question.get(rec.question_id, [])
             evidence = [r.item() for r in result.rows if r.question_id == rec.question_id][:32]
@@ -187,7 +194,7 @@ def _synthesize(result: VideoResult, source: VideoSource, records: list[QARecord
                                                 detector_backend=analysis.detector_backend,
                                                 config_hash=cfg.config_hash))
             uncertainty = round(1.0 - max((r.score for r in answer_rows), default=0.0), 6)
-            trajectories = synth.synthesize(rec, answer_rows)
+            trajectories = made[rec.question_id]
             used = _select(rec, trajectories, tcfg.sft_fraction_drp, tcfg.sft_fraction_crp, tcfg.seed)
             for t in trajectories:
                 result.candidates.append({"sample_id": t.sample_id, "stage": t.stage, "variant": t.variant,

@@ -79,6 +79,64 @@ def test_all_decoders_agree_on_count_timing_and_pixels(videos: dict[str, Path], 
             assert np.abs(rgb.astype(int) - reference).mean() < 2.0, (decoder, index)
 
 
+def test_opencv_cursor_reads_exact_frames_in_any_call_order(videos: dict[str, Path]) -> None:
+    """The OpenCV reader keeps its capture between calls: reads ahead continue, reads behind restart, generators
+    interleave, threads keep their own cursor — and every frame is the one a fresh sequential decode gives."""
+    import threading
+
+    path = videos["h264"]
+    with open_video(path, config=MediaConfig(decoder="opencv")) as reader:
+        truth = dict(reader.read(range(NUM_FRAMES)))
+    with open_video(path, config=MediaConfig(decoder="opencv")) as reader:
+        for wanted in ([5, 6], [20], [3], [3], [47, 46], [0, 12]):  # ahead, behind, repeat, end, start
+            for index, rgb in reader.read(wanted):
+                assert np.array_equal(rgb, truth[index]), index
+        first, second = reader.read([10, 30, 40]), reader.read([2, 35])  # interleaved, the second goes behind
+        got = [next(first), next(second), next(first), next(second), next(first)]
+        assert [i for i, _ in got] == [10, 2, 30, 35, 40]
+        for index, rgb in got:
+            assert np.array_equal(rgb, truth[index]), index
+        errors: list[str] = []
+
+        def worker(order: list[int]) -> None:
+            for index in order:
+                for i, rgb in reader.read([index]):
+                    if not np.array_equal(rgb, truth[i]):
+                        errors.append(f"frame {i} differs in a thread")
+
+        threads = [threading.Thread(target=worker, args=(o,)) for o in ([1, 30, 7, 44], [40, 2, 25, 9])]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+    with open_video(path, config=MediaConfig(decoder="opencv")) as reader:
+        list(reader.read([40]))
+        grabs = 0
+        real = cv2.VideoCapture
+
+        class Counting:
+            def __init__(self, *args) -> None:
+                self._cap = real(*args)
+
+            def grab(self) -> bool:
+                nonlocal grabs
+                grabs += 1
+                return self._cap.grab()
+
+            def __getattr__(self, name: str):
+                return getattr(self._cap, name)
+
+        cv2.VideoCapture = Counting
+        try:
+            reader.close()  # a fresh capture, counted
+            list(reader.read([40]))
+            list(reader.read([42, 44]))  # ahead of the cursor: 4 more grabs, not a decode from frame 0
+        finally:
+            cv2.VideoCapture = real
+        assert grabs == 41 + 4
+
+
 def test_auto_decoder_is_opencv(videos: dict[str, Path]) -> None:
     assert open_video(videos["mp4v"]).backend.startswith("opencv")
 
