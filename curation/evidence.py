@@ -21,6 +21,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from videor4.contracts.dataset import QARecord
@@ -117,11 +118,32 @@ def _neighbours(a: FrameObservation, b: FrameObservation, gap: float) -> bool:
     return same_line or stacked
 
 
+def _neighbour_lists(boxes: Sequence[Sequence[float]], gap: float) -> list[list[int]]:
+    """For each box ``i``, the boxes ``j`` with :func:`_neighbours` (box i, box j), ascending: the same test on
+    every pair at once (a frame of a screen recording holds dozens of boxes; pairs in Python dominated matching)."""
+    n = len(boxes)
+    if n < 2:
+        return [[] for _ in range(n)]
+    b = np.asarray(boxes, dtype=np.float64)
+    x1, y1, x2, y2 = (b[:, k] for k in range(4))
+    hgt = y2 - y1
+    ah, bh = hgt[:, None], hgt[None, :]
+    h = np.maximum(np.maximum(ah, bh), 1e-6)
+    v_overlap = np.minimum(y2[:, None], y2[None, :]) - np.maximum(y1[:, None], y1[None, :])
+    h_overlap = np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :])
+    same_line = (v_overlap > 0.5 * np.minimum(ah, bh)) & (x1[None, :] > x1[:, None]) & (
+        x1[None, :] - x2[:, None] < gap * h)
+    below = y1[None, :] - y2[:, None]
+    stacked = (h_overlap > 0) & (-0.5 * h <= below) & (below < gap * h) & (y1[None, :] > y1[:, None])
+    linked = same_line | stacked
+    np.fill_diagonal(linked, False)
+    return [np.flatnonzero(row).tolist() for row in linked]
+
+
 def _frame_units(obs: Sequence[FrameObservation], cfg: MatchConfig) -> list[_Unit]:
     """Each OCR box, plus every reading-order chain of up to ``max_merge`` neighbouring boxes."""
     ocr = sorted((o for o in obs if o.kind == "ocr"), key=lambda o: (round(o.bbox[1], 2), o.bbox[0]))
-    nxt = [[j for j in range(len(ocr)) if j != i and _neighbours(ocr[i], ocr[j], cfg.line_gap)]
-           for i in range(len(ocr))]
+    nxt = _neighbour_lists([o.bbox for o in ocr], cfg.line_gap)
     units = [_unit(o.text, o.bbox, o.score) for o in ocr]
     stack = [[i] for i in range(len(ocr))]
     while stack:
@@ -253,32 +275,51 @@ def match_question(record: QARecord, observations: Mapping[int, Sequence[FrameOb
     q_words = set(_TOKEN.findall(normalize_answer(record.question)))
     rows: list[EvidenceRow] = []
     text_score: dict[str, float] = {}  # per unit text: frames repeat the same lines
+    # Frames showing the same OCR boxes share one units list (frame_units): their text matches are the same, so
+    # they are computed once per list — (answer units kept, key-phrase score or None per OCR box in order).
+    by_units: dict[int, tuple[list[tuple[float, _Unit]], list[float | None]]] = {}
     for frame_index in sorted(observations):
         obs = observations[frame_index]
         if not obs:
             continue
         ts, backend_of = obs[0].timestamp_s, {o.kind: o.backend for o in obs}
-        best_answer: dict[tuple, tuple[float, _Unit]] = {}
-        for unit in units[frame_index]:
-            score = text_score.get(unit.text)
-            if score is None:
-                score = text_score[unit.text] = max((_answer_score(a, unit, cfg) for a in answers), default=0.0)
-            s = score * unit.score
-            if s >= cfg.min_score:
-                best_answer[unit.bbox] = max(best_answer.get(unit.bbox, (0.0, unit)), (s, unit),
-                                             key=lambda t: t[0])
-        # A merged unit that only re-finds a box matched on its own adds nothing.
-        kept = _drop_covering(best_answer)
+        frame_units_ = units[frame_index]
+        found = by_units.get(id(frame_units_))
+        if found is None:
+            best_answer: dict[tuple, tuple[float, _Unit]] = {}
+            for unit in frame_units_:
+                score = text_score.get(unit.text)
+                if score is None:
+                    score = text_score[unit.text] = max((_answer_score(a, unit, cfg) for a in answers), default=0.0)
+                s = score * unit.score
+                if s >= cfg.min_score:
+                    best_answer[unit.bbox] = max(best_answer.get(unit.bbox, (0.0, unit)), (s, unit),
+                                                 key=lambda t: t[0])
+            # A merged unit that only re-finds a box matched on its own adds nothing.
+            kept = _drop_covering(best_answer)
+            key_scores: list[float | None] = []
+            for o in obs:
+                if o.kind != "ocr":
+                    continue
+                key_scores.append(None)
+                if keys:
+                    u = _unit(o.text, o.bbox, o.score)
+                    hit = [k for k in keys if k in u.norm]
+                    if hit and not any(unit.bbox == o.bbox for _, unit in kept):
+                        s = 0.5 * o.score * min(1.0, sum(len(k) for k in hit) / max(len(u.compact), 1))
+                        if s >= cfg.min_score * 0.5:
+                            key_scores[-1] = s
+            found = by_units[id(frame_units_)] = (kept, key_scores)
+        kept, key_scores = found
         for s, unit in kept:
             rows.append(_row(record, frame_index, ts, "ocr", unit.text, unit.bbox, "answer", s, backend_of["ocr"]))
+        ocr_seen = 0
         for o in obs:
-            if o.kind == "ocr" and keys:
-                u = _unit(o.text, o.bbox, o.score)
-                hit = [k for k in keys if k in u.norm]
-                if hit and not any(unit.bbox == o.bbox for _, unit in kept):
-                    s = 0.5 * o.score * min(1.0, sum(len(k) for k in hit) / max(len(u.compact), 1))
-                    if s >= cfg.min_score * 0.5:
-                        rows.append(_row(record, frame_index, ts, "ocr", o.text, o.bbox, "question", s, o.backend))
+            if o.kind == "ocr":
+                s = key_scores[ocr_seen]
+                ocr_seen += 1
+                if s is not None:
+                    rows.append(_row(record, frame_index, ts, "ocr", o.text, o.bbox, "question", s, o.backend))
             elif o.kind == "object" and (q_words & label_words(o.text)):
                 rows.append(_row(record, frame_index, ts, "object", o.text, o.bbox, "question", 0.8 * o.score,
                                  o.backend))

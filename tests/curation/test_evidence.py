@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from videor4.contracts.dataset import QARecord
 from videor4.curation.evidence import FrameObservation, MatchConfig, key_phrases, match_question, propagate
 
@@ -91,3 +93,21 @@ def test_fuzzy_window_inside_a_longer_line() -> None:
     assert [r.match for r in rows][:1] == ["answer"] and 0.3 < rows[0].score < 0.9
     rows, _ = match_question(rec("What should be cooked thoroughly?", ["fish and chips"]), obs, CFG)
     assert all(r.match != "answer" for r in rows)
+
+
+def test_vectorised_neighbours_equal_the_pairwise_rule() -> None:
+    """Matching links boxes with one array test per frame; it must link exactly the pairs ``_neighbours`` links."""
+    from videor4.curation.evidence import FrameObservation, _neighbour_lists, _neighbours
+
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        n = int(rng.integers(0, 30))
+        boxes = []
+        for _ in range(n):  # lines on a grid (many true neighbours) with jitter, plus strays
+            x1, y1 = float(rng.choice([0.05, 0.3, 0.55]) + rng.normal(0, 0.02)), float(rng.integers(0, 12) * 0.06)
+            boxes.append((x1, y1, x1 + float(rng.uniform(0.05, 0.3)), y1 + float(rng.uniform(0.02, 0.07))))
+        obs = [FrameObservation(0, 0.0, "ocr", "t", b, 1.0, "x") for b in boxes]
+        for gap in (0.5, 1.5):
+            expected = [[j for j in range(n) if j != i and _neighbours(obs[i], obs[j], gap)] for i in range(n)]
+            assert _neighbour_lists(boxes, gap) == expected, (trial, gap)
+    assert any(_neighbour_lists([(0, 0, 0.2, 0.05), (0.21, 0, 0.4, 0.05)], 1.5))  # the test can see a link
