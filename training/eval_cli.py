@@ -225,6 +225,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # `eval run` needs torch: its module registers itself only where it exists.
     if importlib.util.find_spec("videor4.training.eval_run") is not None:
         importlib.import_module("videor4.training.eval_run").register_run(eval_sub)
+    if importlib.util.find_spec("videor4.training.reward_eval") is not None:
+        importlib.import_module("videor4.training.reward_eval").register_reward(eval_sub)
     # `eval transfer` imports lmms-eval (the `eval` extra) only when it runs.
     from videor4.training.transfer import register_transfer
 
