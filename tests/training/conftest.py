@@ -24,3 +24,18 @@ def tiny_processor(tiny_model_dir: Path):
     from transformers import AutoProcessor
 
     return AutoProcessor.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture
+def parity_reward():
+    """A toy reward the random tiny model can learn in a few CPU steps: the fraction of even token ids."""
+    import numpy as np
+
+    from videor4.training.rewards import REWARDS, RewardSpec, register_reward
+
+    @register_reward("test_even_ids")
+    def even_ids(completions, completion_ids, **_):
+        return [float(np.mean([t % 2 == 0 for t in ids])) if ids else 0.0 for ids in completion_ids]
+
+    yield [RewardSpec(name="test_even_ids")]
+    REWARDS.pop("test_even_ids")

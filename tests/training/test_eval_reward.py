@@ -11,7 +11,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from tests.training.toy_data import OPS, PROMPT, toy_dataset
@@ -20,7 +19,6 @@ from videor4.contracts.view import ShardView
 from videor4.training.grpo_config import GRPOConfig
 from videor4.training.grpo_trainer import GRPOTrainer
 from videor4.training.reward_eval import reward_on_rows
-from videor4.training.rewards import REWARDS, RewardSpec, register_reward
 from videor4.training.stage_trainer import load_policy
 
 
@@ -29,22 +27,12 @@ def toy(tmp_path_factory, tiny_video):
     return toy_dataset(tmp_path_factory.mktemp("toy"), tiny_video)
 
 
-@pytest.fixture
-def even_ids():
-    @register_reward("test_even_ids_heldout")
-    def reward(completions, completion_ids, **_):
-        return [float(np.mean([t % 2 == 0 for t in ids])) if ids else 0.0 for ids in completion_ids]
-
-    yield [RewardSpec(name="test_even_ids_heldout")]
-    REWARDS.pop("test_even_ids_heldout")
-
-
-def test_heldout_reward_sees_what_grpo_taught(tiny_model_dir, toy, tmp_path, even_ids) -> None:
+def test_heldout_reward_sees_what_grpo_taught(tiny_model_dir, toy, tmp_path, parity_reward) -> None:
     data_root, shards = toy
     rows = read_stage(shards, "rld")
     config = GRPOConfig(num_generations=8, prompts_per_step=2, micro_batch_size=8, max_steps=16, beta=0.04,
                         learning_rate=2e-2, lr_scheduler="constant", save_steps=100, report_to=[],
-                        rollout={"max_new_tokens": 6, "max_turn_tokens": 6}, rewards=even_ids)
+                        rollout={"max_new_tokens": 6, "max_turn_tokens": 6}, rewards=parity_reward)
     view = ShardView(prompt=PROMPT, ops=OPS)
 
     def held_out(model, seed: int = 0) -> dict:

@@ -16,7 +16,7 @@ from videor4.contracts.tool_protocol import ToolCall, format_tool_call
 from videor4.training.features import VisionTowerEncoder, load_vision_tower
 from videor4.training.grpo_config import GRPOConfig
 from videor4.training.grpo_trainer import GRPOTrainer, clipped_objective, group_advantages, zero_signal_groups
-from videor4.training.rewards import REWARDS, RewardSpec, register_reward, video_r4_rewards
+from videor4.training.rewards import video_r4_rewards
 from videor4.training.rollout import ScriptedEngine
 from videor4.training.stage_trainer import batch_inputs, load_policy, read_metrics
 
@@ -146,18 +146,6 @@ def test_video_r4_rewards_and_metrics_on_scripted_rollouts(tiny_model_dir, toy, 
     assert metrics["trained_rollouts"] == 4.0
     assert metrics["kl"] == pytest.approx(0.0, abs=1e-6)  # policy == reference before the first update
     assert metrics["clip_fraction"] == 0.0  # μ = 1: ratio is exactly 1
-
-
-@pytest.fixture
-def parity_reward():
-    """A toy reward the random tiny model can learn in a few CPU steps: the fraction of even token ids."""
-
-    @register_reward("test_even_ids")
-    def even_ids(completions, completion_ids, **_):
-        return [float(np.mean([t % 2 == 0 for t in ids])) if ids else 0.0 for ids in completion_ids]
-
-    yield [RewardSpec(name="test_even_ids")]
-    REWARDS.pop("test_even_ids")
 
 
 def _even_mass(model, processor, toy_rows, data_root) -> float:
