@@ -172,6 +172,28 @@ def reward_columns(rollouts: Sequence[Rollout], answers: Sequence[Sequence[str]]
     return columns
 
 
+def group_samples(rows: Sequence[RLRow], group_size: int, data_root: str | Path) -> list[RolloutSample]:
+    """``group_size`` rollouts of each row, one GRPO group per row (``meta``: the row and its group index)."""
+    return [RolloutSample(f"{row.sample_id}#{g}", row.question, media_path(data_root, row.video.path),
+                          tuple(row.answers), {"row": row, "group": k})
+            for k, row in enumerate(rows) for g in range(group_size)]
+
+
+def row_executor(sample: RolloutSample, view: ShardView, data_root: str | Path, media: MediaConfig) -> ClipCropExecutor:
+    """The executor of one rollout of an RL row: the row's video (inside the data root), its initial frames."""
+    row: RLRow = sample.meta["row"]
+    reader = open_video(media_path(data_root, row.video.path), config=media, video_id=row.video_id)
+    return view.executor(reader, row.initial_frames)
+
+
+def score_rollouts(specs: Sequence[Any], rollouts: Sequence[Rollout], samples: Sequence[RolloutSample],
+                   encoder: FeatureEncoder | None, needs: set[str]) -> tuple[list[float], dict[str, list[float]]]:
+    """Total reward per rollout of :func:`group_samples` and each component, as the enabled ``specs`` give them."""
+    columns = reward_columns(rollouts, [s.answers for s in samples], [s.meta["group"] for s in samples], encoder,
+                             needs)
+    return compute_rewards(specs, [[t.assistant for t in r.turns] for r in rollouts], **columns)
+
+
 def rollout_metrics(rollouts: Sequence[Rollout], rewards: Sequence[float], components: dict[str, list[float]],
                     answers: Sequence[Sequence[str]], zero_groups: int, groups: int) -> dict[str, float]:
     n = len(rollouts)
@@ -307,9 +329,7 @@ class GRPOTrainer(StageTrainer):
         return cfg.is_correction if cfg.is_correction is not None else cfg.engine == "vllm"
 
     def _executor(self, sample: RolloutSample) -> ClipCropExecutor:
-        row: RLRow = sample.meta["row"]
-        reader = open_video(media_path(self.data_root, row.video.path), config=self.media, video_id=row.video_id)
-        return self.view.executor(reader, row.initial_frames)
+        return row_executor(sample, self.view, self.data_root, self.media)
 
     @contextlib.contextmanager
     def _generation_model(self) -> Iterator[None]:
@@ -327,9 +347,7 @@ class GRPOTrainer(StageTrainer):
     def generate_batch(self, batch_index: int) -> RolloutBatch:
         acc, cfg = self.accelerator, self.grpo
         rows = self.prompt_rows(batch_index)
-        samples = [RolloutSample(f"{row.sample_id}#{g}", row.question, media_path(self.data_root, row.video.path),
-                                 tuple(row.answers), {"row": row, "group": k})
-                   for k, row in enumerate(rows) for g in range(cfg.num_generations)]
+        samples = group_samples(rows, cfg.num_generations, self.data_root)
         policy = acc.unwrap_model(self.model)
         if self.engine is None:
             self.engine = self.engine_factory(policy, self.processor)
@@ -345,9 +363,7 @@ class GRPOTrainer(StageTrainer):
                 rollouts = run_rollouts(self.engine, samples, self._executor, self.rollout_config, sync=lockstep)
         group_ids = [s.meta["group"] for s in samples]
         answers = [s.answers for s in samples]
-        columns = reward_columns(rollouts, answers, group_ids, self.feature_encoder, self.feature_needs)
-        completions = [[t.assistant for t in r.turns] for r in rollouts]
-        rewards, components = compute_rewards(cfg.rewards, completions, **columns)
+        rewards, components = score_rollouts(cfg.rewards, rollouts, samples, self.feature_encoder, self.feature_needs)
         advantages = group_advantages(rewards, cfg.num_generations, cfg.advantage_epsilon, cfg.scale_rewards)
         zero = zero_signal_groups(rewards, cfg.num_generations)
         keep = [not (cfg.filter_zero_advantage and bool(zero[g])) for g in group_ids]

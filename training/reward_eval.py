@@ -39,20 +39,20 @@ def reward_on_rows(model_dir: str | Path, rows: Sequence[RLRow], grpo: GRPOConfi
     rollout and stop reasons, with the counts, and each prompt's mean reward (``per_prompt``, by row sample_id:
     two checkpoints evaluated on the same rows compare prompt by prompt).
     """
+    import functools
+
     import torch
 
-    from videor4.contracts.dataset import media_path
-    from videor4.contracts.media import MediaConfig, open_video
+    from videor4.contracts.media import MediaConfig
     from videor4.training.features import VisionTowerEncoder, load_vision_tower
-    from videor4.training.grpo_trainer import reward_columns, rollout_metrics
-    from videor4.training.rewards import compute_rewards, required_features
-    from videor4.training.rollout import HFEngine, HFEngineConfig, RolloutConfig, RolloutSample, run_rollouts
+    from videor4.training.grpo_trainer import group_samples, rollout_metrics, row_executor, score_rollouts
+    from videor4.training.rewards import required_features
+    from videor4.training.rollout import HFEngine, HFEngineConfig, RolloutConfig, run_rollouts
     from videor4.training.stage_trainer import load_policy
 
     if not rows:
         raise UserError("no RL rows to evaluate the reward on")
     g = samples or grpo.num_generations
-    media = media or MediaConfig()
     model, processor = load_policy(model_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = model.to(device).eval()
@@ -64,12 +64,7 @@ def reward_on_rows(model_dir: str | Path, rows: Sequence[RLRow], grpo: GRPOConfi
         tower = load_vision_tower(feature_encoder or model_dir, device)
         encoder = VisionTowerEncoder(tower, processor, grpo.feature_batch_size)
     config = RolloutConfig.of(grpo.rollout, view)
-    by_id = {row.sample_id: row for row in rows}
-
-    def executor(sample: RolloutSample) -> Any:
-        row = by_id[sample.meta["row"]]
-        reader = open_video(media_path(data_root, row.video.path), config=media, video_id=row.video_id)
-        return view.executor(reader, row.initial_frames)
+    executor = functools.partial(row_executor, view=view, data_root=data_root, media=media or MediaConfig())
 
     torch.manual_seed(seed)
     rewards: list[float] = []
@@ -79,20 +74,16 @@ def reward_on_rows(model_dir: str | Path, rows: Sequence[RLRow], grpo: GRPOConfi
     chunk = max(1, grpo.engine_batch_size // g)  # whole groups per generate batch
     for start in range(0, len(rows), chunk):
         part = rows[start : start + chunk]
-        batch = [RolloutSample(f"{row.sample_id}#{k}", row.question, media_path(data_root, row.video.path),
-                               tuple(row.answers), {"row": row.sample_id, "group": j})
-                 for j, row in enumerate(part) for k in range(g)]
+        batch = group_samples(part, g, data_root)
         with torch.no_grad():
             rollouts = run_rollouts(engine, batch, executor, config)
-        answers = [s.answers for s in batch]
-        groups = [s.meta["group"] for s in batch]
-        columns = reward_columns(rollouts, answers, groups, encoder, needs)
-        got, parts = compute_rewards(grpo.rewards, [[t.assistant for t in r.turns] for r in rollouts], **columns)
+        got, parts = score_rollouts(grpo.rewards, rollouts, batch, encoder, needs)
         rewards += got
         for name, values in parts.items():
             components.setdefault(name, []).extend(values)
         per_prompt.update({row.sample_id: float(np.mean(got[j * g : (j + 1) * g])) for j, row in enumerate(part)})
-        metrics.append({**rollout_metrics(rollouts, got, parts, answers, 0, len(part)), "n": len(rollouts)})
+        metrics.append({**rollout_metrics(rollouts, got, parts, [s.answers for s in batch], 0, len(part)),
+                        "n": len(rollouts)})
     n = sum(m["n"] for m in metrics)
 
     def mean_of(key: str) -> float:
