@@ -106,21 +106,13 @@ def box_union(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, flo
     return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
 
 
-def _neighbours(a: FrameObservation, b: FrameObservation, gap: float) -> bool:
-    """``b`` continues ``a``: next on the same line, or the line below overlapping it horizontally."""
-    ah, bh = a.bbox[3] - a.bbox[1], b.bbox[3] - b.bbox[1]
-    h = max(ah, bh, 1e-6)
-    v_overlap = min(a.bbox[3], b.bbox[3]) - max(a.bbox[1], b.bbox[1])
-    h_overlap = min(a.bbox[2], b.bbox[2]) - max(a.bbox[0], b.bbox[0])
-    same_line = v_overlap > 0.5 * min(ah, bh) and b.bbox[0] > a.bbox[0] and b.bbox[0] - a.bbox[2] < gap * h
-    # OCR boxes of consecutive lines often overlap by a few pixels, hence the negative lower bound.
-    stacked = h_overlap > 0 and -0.5 * h <= b.bbox[1] - a.bbox[3] < gap * h and b.bbox[1] > a.bbox[1]
-    return same_line or stacked
-
-
 def _neighbour_lists(boxes: Sequence[Sequence[float]], gap: float) -> list[list[int]]:
-    """For each box ``i``, the boxes ``j`` with :func:`_neighbours` (box i, box j), ascending: the same test on
-    every pair at once (a frame of a screen recording holds dozens of boxes; pairs in Python dominated matching)."""
+    """For each box ``i``, the boxes ``j`` that continue it, ascending: next on the same line (vertical overlap above
+    half the smaller height, starting right of it within ``gap`` line heights), or the line below overlapping it
+    horizontally (OCR boxes of consecutive lines often overlap by a few pixels, hence the negative lower bound).
+
+    One array test on every pair at once: a frame of a screen recording holds dozens of boxes, and testing pairs
+    one by one in Python dominated matching."""
     n = len(boxes)
     if n < 2:
         return [[] for _ in range(n)]
