@@ -179,9 +179,11 @@ def _synthesize(result: VideoResult, source: VideoSource, records: list[QARecord
         # mostly lie ahead of the decoder's position (a frame behind it costs a decode from frame 0); each
         # trajectory is independent of the others (its own executor and seeded wording), so rows are the same
         # and are written in question order below.
+        def first_evidence(rec: QARecord) -> tuple[int, int]:
+            return min((r.frame_index for r in by_question.get(rec.question_id, [])), default=-1), rec.question_id
+
         made = {rec.question_id: synth.synthesize(rec, by_question.get(rec.question_id, []))
-                for rec in sorted(records, key=lambda r: (min((x.frame_index for x in by_question.get(
-                    r.question_id, [])), default=-1), r.question_id))}
+                for rec in sorted(records, key=first_evidence)}
         for rec in sorted(records, key=lambda r: r.question_id):
             answer_rows = by_question.get(rec.question_id, [])
             evidence = [r.item() for r in result.rows if r.question_id == rec.question_id][:32]
