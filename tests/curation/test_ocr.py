@@ -194,11 +194,18 @@ def test_precomputed_bad_files_name_the_problem(tmp_path: Path, payload: object,
 
 
 def test_both_engines_read_the_same_text_and_name_themselves(ocr: OCRBackend) -> None:
-    """OpenVINO (default) and ONNX Runtime run the same rapidocr models: same lines, engine in the version."""
+    """OpenVINO and ONNX Runtime run the same rapidocr models: in f32 the same lines; engine and precision are in the
+    version (the cache key), and the default's precision is the one that really ran."""
+    import openvino
+
     rgb = load_rgb("easyocr_french.jpg")
+    f32 = create_ocr(OCRConfig(precision="f32"))
     onnx = create_ocr(OCRConfig(engine="onnxruntime"))
-    assert " openvino " in ocr.version and ocr.version.endswith(" f32") and " onnxruntime " in onnx.version
-    assert [b.text for b in ocr.read(rgb)] == [b.text for b in onnx.read(rgb)]
+    assert " openvino " in f32.version and f32.version.endswith(" f32") and " onnxruntime " in onnx.version
+    assert [b.text for b in f32.read(rgb)] == [b.text for b in onnx.read(rgb)]
+    has_bf16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    assert ocr.version.endswith(" bf16" if has_bf16 else " f32")  # bf16 is asked for; f32 runs without it
+    assert [b.text for b in ocr.read(rgb)] == [b.text for b in f32.read(rgb)]
 
 
 def test_known_lines_are_recognised_without_detection_and_regions_read_together(ocr: OCRBackend) -> None:

@@ -55,6 +55,17 @@ def ocr(model) -> RecordingOCR:
     return RecordingOCR(model)
 
 
+@pytest.fixture
+def ocr_f32() -> RecordingOCR:
+    """The model in f32 (the default precision is bf16 where the CPU has it).
+
+    Why: under bf16 the recogniser may read a marginal line of a shifted frame slightly differently; with changes
+    looked for on every frame, the tracker then (rightly) re-reads the frame whole, which is not what a test of
+    carrying text along the motion is about.
+    """
+    return RecordingOCR(create_ocr(OCRConfig(precision="f32")))
+
+
 def load_rgb(name: str) -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(IMAGES / name)), cv2.COLOR_BGR2RGB)
 
@@ -74,10 +85,11 @@ def pan(image: np.ndarray, steps: int, dx: int, dy: int, size: tuple[int, int]) 
     return [np.ascontiguousarray(image[k * dy: k * dy + h, k * dx: k * dx + w]) for k in range(steps)]
 
 
-def test_pan_carries_text_along_the_motion(ocr: RecordingOCR) -> None:
+def test_pan_carries_text_along_the_motion(ocr_f32: RecordingOCR) -> None:
     # The camera pans right and down; the strips it brings into view are far from the HOTEL sign.
+    ocr = ocr_f32
     frames = pan(load_rgb("scenetext_segmented_word01.jpg"), 8, 4, 2, (600, 420))
-    tracker = TextTracker(ocr, OCRConfig(), EVERY_FRAME)
+    tracker = TextTracker(ocr, OCRConfig(precision="f32"), EVERY_FRAME)
     first = hotel(tracker.read(frames[0], 0.0))
     for k, frame in enumerate(frames[1:], start=1):
         moved = hotel(tracker.read(frame, k / 10))
