@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import queue
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -449,6 +450,73 @@ def _check_stream(path: Path, num_frames: int, fps: float, width: int, height: i
 
 
 _DECODERS = {"opencv": OpenCVReader, "pyav": PyAVReader, "decord": DecordReader}
+
+
+class ReadAhead:
+    """Iterate ``frames`` (e.g. ``reader.read(indices)``) while a background thread decodes up to ``depth`` ahead,
+    applying ``prepare`` to each item there (e.g. a frame's near-duplicate signature) when given.
+
+    Why: the analysis of a frame (OCR, tracking) and the decoding of the next ones are independent, and decoding
+    and OpenCV kernels release the GIL. On two cores the OCR runtime leaves one idle during its own pre- and
+    post-processing and during tracking; decoding and the per-frame signatures run there instead of in between
+    (docs/scaling.md). Items and their order are exactly those of ``frames`` (mapped by ``prepare``); an error
+    while decoding is raised in the consumer, at the item where it happened.
+
+    Use it as a context manager (``with ReadAhead(reader.read(idx)) as frames: for i, im in frames: ...``): leaving
+    the block stops and joins the decoding thread even when the loop ends early, so that the reader is never
+    closed under a running decode.
+    """
+
+    _END = object()
+
+    def __init__(self, frames: Iterator[Any], depth: int = 4, prepare: Callable[[Any], Any] | None = None) -> None:
+        self._frames, self._prepare = frames, prepare
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._decode, name="read-ahead", daemon=True)
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _decode(self) -> None:
+        try:
+            for item in self._frames:
+                if not self._put(item if self._prepare is None else self._prepare(item)):
+                    return
+        except BaseException as error:  # handed to the consumer, raised there
+            self._put(error)
+            return
+        finally:
+            close = getattr(self._frames, "close", None)
+            if close is not None:
+                close()
+        self._put(self._END)
+
+    def __enter__(self) -> ReadAhead:
+        self._thread.start()
+        return self
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._thread.ident is None:
+            raise RuntimeError("ReadAhead is a context manager: iterate it inside `with`")
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def open_video(

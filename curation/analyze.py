@@ -17,12 +17,13 @@ import hashlib
 import json
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from videor4.contracts.atomic import write_json_atomic
 from videor4.contracts.dataset import VideoSource
-from videor4.contracts.media import UnreadableMediaError, open_video, uniform_indices
+from videor4.contracts.media import ReadAhead, UnreadableMediaError, open_video, uniform_indices
 from videor4.curation.config import CurationConfig
 from videor4.curation.detect import Detector, create_detector
 from videor4.curation.evidence import FrameObservation
@@ -156,36 +157,49 @@ def analyze_video(source: VideoSource, cfg: CurationConfig, *, ocr: OCRBackend |
     t0 = time.perf_counter()
     dedupe = NearDuplicateFilter(cfg.dedupe)
     scene = NearDuplicateFilter(cfg.detection_dedupe)
-    observations: list[FrameObservation] = []
+    per_frame: list[tuple[list[FrameObservation], Future[list] | None, int, float]] = []
     kept: list[int] = []
     det_calls = 0
     tracker = TextTracker(ocr, cfg.ocr, cfg.tracking) if precomputed_ocr is None and ocr is not None else None
     last_detection = -float("inf")
-    with open_video(source.path, config=cfg.media, video_id=source.video_id) as reader:
+    # Decoding with the frames' near-duplicate signatures (ReadAhead) and the object detector run on threads of
+    # their own while OCR reads the frames before: the OCR runtime leaves a core idle during tracking and its own
+    # pre/post-processing, which OpenCV's decoder, resize and detector kernels fill (docs/scaling.md).
+    # Observations are still listed frame by frame, text before objects, exactly as when everything ran in line.
+    with open_video(source.path, config=cfg.media, video_id=source.video_id) as reader, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="detector") as detecting:
         sampled = _sample(cfg, reader.num_frames, reader.fps)
         # Frame folders number their files from 0 or 1 (consecutively); the reader knows the numbering.
         pre = (load_precomputed_ocr(precomputed_ocr, getattr(reader, "frame_numbers", None))
                if precomputed_ocr else None)
-        for idx, image in reader.read(sampled):
-            if not dedupe.keep(idx, image):
-                continue
-            kept.append(idx)
-            ts = reader.timestamp(idx)
-            if pre is not None:
-                boxes = pre.get(idx, [])
-            else:
-                assert tracker is not None  # no precomputed OCR -> a model was created above
-                boxes = tracker.read(image, ts, last=idx == sampled[-1])
-            observations += _ocr_observations(idx, ts, boxes, reader.width, reader.height, backends[0])
-            if (detector is not None and ts - last_detection >= cfg.detection_interval_s
-                    and scene.keep(idx, image)):
-                last_detection = ts
-                det_calls += 1
-                for d in detector.detect(image):
-                    x1, y1, x2, y2 = d.bbox
-                    box = (x1 / reader.width, y1 / reader.height, x2 / reader.width, y2 / reader.height)
-                    observations.append(FrameObservation(idx, ts, "object", d.label, tuple(min(max(v, 0.0), 1.0)
-                                                    for v in box), float(d.score), backends[1]))
+        signed = ReadAhead(reader.read(sampled), depth=16, prepare=lambda item: (*item, dedupe.signature(item[1])))
+        with signed as frames:
+            for idx, image, signature in frames:
+                if not dedupe.keep(idx, image, signature):
+                    continue
+                kept.append(idx)
+                ts = reader.timestamp(idx)
+                if pre is not None:
+                    boxes = pre.get(idx, [])
+                else:
+                    assert tracker is not None  # no precomputed OCR -> a model was created above
+                    boxes = tracker.read(image, ts, last=idx == sampled[-1])
+                objects = None
+                if (detector is not None and ts - last_detection >= cfg.detection_interval_s
+                        and scene.keep(idx, image)):
+                    last_detection = ts
+                    det_calls += 1
+                    objects = detecting.submit(detector.detect, image)
+                per_frame.append((_ocr_observations(idx, ts, boxes, reader.width, reader.height, backends[0]),
+                                  objects, idx, ts))
+        observations: list[FrameObservation] = []
+        for texts, objects, idx, ts in per_frame:
+            observations += texts
+            for d in objects.result() if objects is not None else ():
+                x1, y1, x2, y2 = d.bbox
+                box = (x1 / reader.width, y1 / reader.height, x2 / reader.width, y2 / reader.height)
+                observations.append(FrameObservation(idx, ts, "object", d.label, tuple(min(max(v, 0.0), 1.0)
+                                                for v in box), float(d.score), backends[1]))
         result = VideoAnalysis(
             video_id=source.video_id, num_frames=reader.num_frames, fps=reader.fps, width=reader.width,
             height=reader.height, decoder=reader.backend, ocr_backend=backends[0], detector_backend=backends[1],

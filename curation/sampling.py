@@ -72,12 +72,17 @@ class NearDuplicateFilter:
         self._last_index = -1  # last kept frame
         self._last_signature: np.ndarray | None = None
 
-    def keep(self, frame_index: int, image: np.ndarray) -> bool:
-        """True if ``image`` differs enough from the last kept frame to be processed."""
+    def keep(self, frame_index: int, image: np.ndarray, signature: np.ndarray | None = None) -> bool:
+        """True if ``image`` differs enough from the last kept frame to be processed.
+
+        ``signature``: :meth:`signature` of ``image`` when the caller computed it already (e.g. on the thread that
+        decodes frames ahead); computed here otherwise.
+        """
         if frame_index <= self._last_fed:
             raise ValueError(f"frames must be fed in ascending order, got {frame_index} after {self._last_fed}")
         self._last_fed = frame_index
-        signature = self._signature(image) if self.config.method != "none" else None
+        if signature is None:
+            signature = self.signature(image)
         if self._last_signature is not None and signature is not None and self._is_duplicate(signature):
             self.representative[frame_index] = self._last_index
             return False
@@ -85,7 +90,11 @@ class NearDuplicateFilter:
         self.representative[frame_index] = frame_index
         return True
 
-    def _signature(self, image: np.ndarray) -> np.ndarray:
+    def signature(self, image: np.ndarray) -> np.ndarray | None:
+        """What two frames are compared by (``None`` when the filter keeps every frame); a pure function of the
+        image, so it may be computed on any thread."""
+        if self.config.method == "none":
+            return None
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
         if self.config.method == "thumb":
             return cv2.resize(gray, THUMB_SIZE, interpolation=cv2.INTER_AREA).astype(np.int16)

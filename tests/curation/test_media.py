@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from videor4.contracts.errors import UserError
-from videor4.contracts.media import MediaConfig, MediaError, VideoReader, open_video
+from videor4.contracts.media import MediaConfig, MediaError, ReadAhead, VideoReader, open_video
 
 NUM_FRAMES, WIDTH, HEIGHT, FPS = 48, 320, 240, 24
 DECODERS = ("opencv", "pyav", "decord")
@@ -135,6 +135,44 @@ def test_opencv_cursor_reads_exact_frames_in_any_call_order(videos: dict[str, Pa
         finally:
             cv2.VideoCapture = real
         assert grabs == 41 + 4
+
+
+def test_read_ahead_yields_the_same_frames_and_stops_cleanly(videos: dict[str, Path]) -> None:
+    """Decoding ahead on a thread changes nothing the consumer sees: the same frames in the same order (with the
+    ``prepare`` result next to them), a decode error at its place, and no thread left decoding after the block."""
+    import itertools
+    import threading
+
+    path = videos["h264"]
+    with open_video(path, config=MediaConfig(decoder="opencv")) as reader:
+        truth = list(reader.read(range(0, NUM_FRAMES, 3)))
+    with open_video(path, config=MediaConfig(decoder="opencv")) as reader:
+        with ReadAhead(reader.read(range(0, NUM_FRAMES, 3)), depth=2,
+                       prepare=lambda item: (*item, rectangle_left(item[1]))) as frames:
+            got = list(frames)
+    assert [i for i, _, _ in got] == [i for i, _ in truth]
+    assert all(np.array_equal(a, b) for (_, a, _), (_, b) in zip(got, truth))
+    assert [left for _, _, left in got] == [rectangle_left(rgb) for _, rgb in truth]
+
+    # A decode error after three frames: those three arrive, then the error, in the consumer.
+    def damaged():
+        for i in range(3):
+            yield i, np.zeros(1)
+        raise MediaError("damaged.mp4: cannot decode frame 3")
+
+    seen: list[int] = []
+    with pytest.raises(MediaError, match="damaged.mp4"), ReadAhead(damaged(), depth=8) as frames:
+        for i, _ in frames:
+            seen.append(i)
+    assert seen == [0, 1, 2]
+
+    # Leaving the block early stops the producer, even on an endless source.
+    before = threading.active_count()
+    with ReadAhead(((i, np.zeros(1)) for i in itertools.count()), depth=3) as frames:
+        assert [i for i, _ in itertools.islice(frames, 5)] == [0, 1, 2, 3, 4]
+    assert threading.active_count() == before
+    with pytest.raises(RuntimeError, match="context manager"):
+        next(iter(ReadAhead(iter([]))))
 
 
 def test_auto_decoder_is_opencv(videos: dict[str, Path]) -> None:
