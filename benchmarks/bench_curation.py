@@ -327,10 +327,10 @@ def engine_table(rounds: int = 3) -> None:
             frames += [im for _, im in reader.read(picks)]
     configs = {
         "onnxruntime (rapidocr's default engine), 2 threads": OCRConfig(engine="onnxruntime"),
-        "openvino f32, 2 threads (default)": OCRConfig(),
-        "openvino bf16, 2 threads": OCRConfig(precision="bf16"),
+        "openvino f32, 2 threads": OCRConfig(precision="f32"),
+        "openvino bf16, 2 threads (default)": OCRConfig(),
         "onnxruntime, 1 thread": OCRConfig(engine="onnxruntime", num_threads=1),
-        "openvino f32, 1 thread": OCRConfig(num_threads=1),
+        "openvino f32, 1 thread": OCRConfig(precision="f32", num_threads=1),
     }
     engines = {name: create_ocr(c) for name, c in configs.items()}
     quads = {i: engines[next(iter(engines))].detect_regions(f, [(0, 0, f.shape[1], f.shape[0])])
@@ -366,13 +366,46 @@ def engine_table(rounds: int = 3) -> None:
               f"{det[base] / det[name]:.2f}x | {rec[base] / rec[name]:.2f}x | {same}/{lines} |", flush=True)
 
 
+def precision_table(stride: int = 7) -> None:
+    """bf16 against f32 reading the same detected lines of every ``stride``-th frame of both datasets.
+
+    Why: bf16 is the default precision because it is faster; this says what it costs in readings, line by line.
+    """
+    from videor4.contracts.media import open_video
+    from videor4.curation.ocr import OCRConfig, create_ocr
+    from videor4.curation.sample import sample_root
+
+    f32, bf16 = create_ocr(OCRConfig(precision="f32")), create_ocr(OCRConfig(precision="bf16"))
+    videos = sorted((LONGSHOT / "videos").glob("*.mp4")) + sorted((sample_root() / "videos").glob("*.mp4"))
+    lines, same, spacing, differ = 0, 0, 0, []
+    for video in videos:
+        with open_video(video) as reader:
+            frames = [im for _, im in reader.read(range(0, reader.num_frames, stride))]
+        for f in frames:
+            quads = f32.detect_regions(f, [(0, 0, f.shape[1], f.shape[0])])
+            for a, b in zip(f32.recognize(f, quads), bf16.recognize(f, quads)):
+                ta, tb = (a.text if a else ""), (b.text if b else "")
+                lines += 1
+                if ta == tb:
+                    same += 1
+                elif ta.replace(" ", "") == tb.replace(" ", ""):
+                    spacing += 1
+                else:
+                    differ.append(f"{video.name}: {ta!r} / {tb!r}")
+    print(f"\nbf16 vs f32 on the same detected lines (every {stride}th frame of both datasets): {lines} lines, "
+          f"{same} read alike, {spacing} differ only in spaces, {len(differ)} differ otherwise "
+          f"(f32 / bf16; '' = below the score threshold):")
+    for d in sorted(set(differ)):
+        print(f"  {d} (x{differ.count(d)})")
+
+
 STAGE_CONFIGS = (
     ("defaults: dedupe + text tracking (+ ink gate, unchanged lines kept) + detector where questions need it", {}),
     ("defaults without the object detector", NO_DETECTOR),
     ("detection at det_min_side 640", {"ocr.det_min_side": 640}),
     ("detection at det_min_side 512", {"ocr.det_min_side": 512}),
     ("no ink gate (tracking.ink_contrast 0)", {"tracking.ink_contrast": 0}),
-    ("openvino bf16", {"ocr.precision": "bf16"}),
+    ("openvino f32 (ocr.precision f32)", {"ocr.precision": "f32"}),
     ("onnxruntime engine", {"ocr.engine": "onnxruntime"}),
 )
 
@@ -433,11 +466,14 @@ def dataset_tables(ds: Dataset, tmp: Path, stride: int, rounds: int) -> None:
     rest = default["analysis_s"] - c.get(("analysis", "ocr detection"), 0) - c.get(("analysis", "ocr recognition"), 0)
     print(f"defaults, where the stage's {default['wall']:.1f} s go: OCR detection "
           f"{c.get(('analysis', 'ocr detection'), 0):.1f} s, OCR recognition "
-          f"{c.get(('analysis', 'ocr recognition'), 0):.1f} s, object detector {det_s:.1f} s, decode + dedupe + "
-          f"tracking + ink gate {rest - det_s:.1f} s, matching {max(0.0, default['wall'] - default['analysis_s']):.1f} s (the wall time left over)")
+          f"{c.get(('analysis', 'ocr recognition'), 0):.1f} s, tracking + ink gate + waiting for frames "
+          f"{rest:.1f} s, matching {max(0.0, default['wall'] - default['analysis_s']):.1f} s (the wall time left "
+          f"over); on threads of their own, overlapped with these: object detector {det_s:.1f} s, decoding and "
+          f"near-duplicate signatures")
 
     print(f"\nwhole curation (+ trajectory synthesis, verification, shards), from an empty cache; {load()}:")
     whole = curate(ds, {}, tmp / f"{ds.split}-whole")
+    whole_f32 = curate(ds, {"ocr.precision": "f32"}, tmp / f"{ds.split}-whole-f32")
     flows = {threads: flow(ds, {"ocr.num_threads": threads}, tmp / f"{ds.split}-flow{threads}") for threads in (0, 1)}
     anchor_after, _ = anchor_rate(ds, stride)
     print(f"anchor measured again: {anchor_after:.2f} frames/s; the whole curation is compared with the mean of both")
@@ -448,13 +484,17 @@ def dataset_tables(ds: Dataset, tmp: Path, stride: int, rounds: int) -> None:
     a_det, a_rec = c.get(("analysis", "ocr detection"), 0), c.get(("analysis", "ocr recognition"), 0)
     a_obj = c.get(("analysis", "object detector"), 0)
     s_det, s_rec = c.get(("synthesis", "ocr detection"), 0), c.get(("synthesis", "ocr recognition"), 0)
-    analysis_rest = whole["analysis_s"] - a_det - a_rec - a_obj
+    analysis_rest = whole["analysis_s"] - a_det - a_rec  # the detector runs on its own thread, overlapped
     print("| configuration | wall s | frames/s | x anchor (same run) | answer-evidence recall | trajectories verified |"
           " views verified by recognising known lines / read whole | M4 on 1 machine | 8 machines |")
     print("|---|---|---|---|---|---|---|---|---|")
     print(f"| defaults | {whole['wall']:.1f} | {whole['fps']:.2f} | {whole['fps'] / anchor:.1f}x | "
           f"{recall(whole['answered'])} | {len(whole['verified'])}/{whole['trajectories']} | "
           f"{whole['by_recognition']} / {whole['read_whole']} | {hours(whole['fps'])} | {hours(whole['fps'], 8)} |")
+    print(f"| ocr.precision f32 | {whole_f32['wall']:.1f} | {whole_f32['fps']:.2f} | {whole_f32['fps'] / anchor:.1f}x | "
+          f"{recall(whole_f32['answered'])} | {len(whole_f32['verified'])}/{whole_f32['trajectories']} | "
+          f"{whole_f32['by_recognition']} / {whole_f32['read_whole']} | {hours(whole_f32['fps'])} | "
+          f"{hours(whole_f32['fps'], 8)} |")
     for threads, (wall, found) in flows.items():
         fps = ds.frames / wall
         default = " (default)" if not threads else ""
@@ -469,13 +509,15 @@ def dataset_tables(ds: Dataset, tmp: Path, stride: int, rounds: int) -> None:
           f"{strict['synthesis'] / max(whole['synthesis'], 1e-9):.1f}x faster with it")
     print("\nwhole curation, time per stage (defaults):")
     print("| stage | s | share |\n|---|---|---|")
-    parts = [("decode + dedupe + motion tracking + ink gate", analysis_rest), ("OCR text detection", a_det),
-             ("OCR text recognition", a_rec), ("object detector", a_obj), ("evidence matching", whole["matching"]),
+    parts = [("motion tracking + ink gate + waiting for frames (decoding and dedupe run ahead on a thread)",
+              analysis_rest), ("OCR text detection", a_det), ("OCR text recognition", a_rec),
+             ("evidence matching", whole["matching"]),
              ("trajectory synthesis (execution, chat, frames)", whole["synthesis"] - s_det - s_rec),
              ("verification: OCR recognition", s_rec), ("verification: OCR detection (views read whole)", s_det),
              ("writing tables and shards", whole["write"])]
     for name, s in parts:
         print(f"| {name} | {s:.1f} | {100 * s / whole['wall']:.0f}% |")
+    print(f"| object detector (its own thread, overlapped with the analysis rows) | {a_obj:.1f} | |")
     print(f"\n({whole['trajectories']} trajectories, {whole['synthesis'] / max(whole['trajectories'], 1):.2f} s each; "
           f"shards {whole['shards_hash'][:16]}; {load()})", flush=True)
 
@@ -489,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     print(f"{os.cpu_count()} CPU cores; {load()}\n")
     engine_table()
+    precision_table()
     if args.quick:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
