@@ -5,12 +5,13 @@ LS_VENV := .venv-labelstudio
 BIN := $(VENV)/bin
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test bench venv venv-labelstudio venv-paddle venv-lmms-eval venv-verl system-deps clean help
+.PHONY: demo test bench bench-learning venv venv-labelstudio venv-paddle venv-lmms-eval venv-verl system-deps clean help
 
 help:
 	@echo "make demo   - create .venv, install, run the pipeline on the bundled sample ($(DEMO_OUT))"
 	@echo "make test   - create the environments and run the test suite"
 	@echo "make bench  - print the speed/quality benchmark tables"
+	@echo "make bench-learning - the CPU learning benchmark: micro data, curriculum, ablations (TEST_SEED=N)"
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -85,6 +86,11 @@ test: venv venv-labelstudio venv-paddle venv-lmms-eval venv-verl system-deps
 
 bench: venv
 	$(BIN)/python benchmarks/run_all.py
+
+# Does the curriculum teach rumination? Micro data -> base model -> curation -> curriculum + ablations -> eval, on
+# CPU (docs/learning_benchmark.md). Resumable; TEST_SEED=N evaluates on a test split rendered from seed N.
+bench-learning: venv
+	$(BIN)/python benchmarks/bench_learning.py
 
 clean:
 	rm -rf out .pytest_cache

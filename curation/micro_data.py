@@ -603,9 +603,10 @@ def pretrain_examples(spec: MicroSpec, seed: int, index: int) -> dict[str, list]
     * ``crops``: the executor's crop of every lit text (box grown as curation grows it), fitted to the view, with
       the number; * ``frames``: frames at the view's frame size with the colour of the sign under each visual
       token (majority of its 28x28 px) and the number of a lit big sign fully in view (else "");
-    * ``qa``: single-turn questions a pretrained VLM answers and the micro one has to learn first — read a crop,
-      read a big sign, give the box of a sign's text, say in which of the initial frames a sign is — with the
-      images they refer to. No tools, no reasoning, no benchmark question.
+    * ``qa``: single-turn questions a pretrained VLM answers and the micro one has to learn first — read a crop
+      (``kind`` read_crop), read a big sign (read_frame), give the box of a sign's text (box), say in which of the
+      initial frames a sign is (images) — with the images they refer to. No tools, no reasoning, no benchmark
+      question.
     """
     from videor4.curation.trajectories import context_box
 
@@ -646,12 +647,14 @@ def pretrain_examples(spec: MicroSpec, seed: int, index: int) -> dict[str, list]
                    pts[:, 0].max() / spec.width, pts[:, 1].max() / spec.height)
             grown = context_box(box, spec.width, spec.height, 0.8)
             colour = colour_of[b["ocr"]]
-            out["qa"].append({"frames": [frame_pos[f]], "question": f"Where is the text of the {colour} sign?",
+            out["qa"].append({"kind": "box", "frames": [frame_pos[f]],
+                              "question": f"Where is the text of the {colour} sign?",
                               "answer": "[" + ", ".join(f"{round(v, 3):g}" for v in grown) + "]"})
             if b["ocr"] in big:
-                out["qa"].append({"frames": [frame_pos[f]], "question": f"What number is on the {colour} sign?",
+                out["qa"].append({"kind": "read_frame", "frames": [frame_pos[f]],
+                                  "question": f"What number is on the {colour} sign?",
                                   "answer": b["ocr"]})
-            out["qa"].append({"crop": len(out["crops"]), "question": "What number is on the sign?",
+            out["qa"].append({"kind": "read_crop", "crop": len(out["crops"]), "question": "What number is on the sign?",
                               "answer": b["ocr"]})
             crop_ref = ImageRef(f, f / spec.fps, ex._compose(ref, tuple(grown)))
             display = ex.shown_size(crop_ref)
@@ -662,7 +665,7 @@ def pretrain_examples(spec: MicroSpec, seed: int, index: int) -> dict[str, list]
     for sign in plan.signs:  # where a sign is seen among the initial frames (a sliding one: only as it enters)
         index = list(COLOURS).index(sign.colour) + 1
         seen = [k + 1 for k, f in enumerate(initial) if int((plan.labels[f] == index).sum()) > 300]
-        out["qa"].append({"frames": [frame_pos[f] for f in initial],
+        out["qa"].append({"kind": "images", "frames": [frame_pos[f] for f in initial],
                           "question": f"In which images is the {sign.colour} sign?",
                           "answer": ", ".join(str(k) for k in seen) if seen else "none"})
     return out
@@ -675,7 +678,9 @@ def _pretrain_one(args: tuple[MicroSpec, int, int]) -> dict[str, list]:
 def write_pretrain_set(out: str | Path, n_scenes: int, seed: int, spec: MicroSpec | None = None,
                        workers: int = 2) -> dict[str, Any]:
     """``out/pretrain.npz``: crops and frames of ``n_scenes`` pretraining scenes (see :func:`pretrain_examples`),
-    padded to one size per kind with their true sizes recorded."""
+    padded to one size per kind with their true sizes recorded, and the scene of every image and question
+    (``crop_scene``, ``frame_scene``, ``qa[i]["scene"]``): one sign is seen in several frames, so a held-out check
+    must hold out whole scenes."""
     spec = spec or MicroSpec()
     jobs = [(spec, seed, i) for i in range(n_scenes)]
     if workers > 1:
@@ -685,9 +690,9 @@ def write_pretrain_set(out: str | Path, n_scenes: int, seed: int, spec: MicroSpe
         parts = [_pretrain_one(j) for j in jobs]
     qa = []
     frame_base = crop_base = 0
-    for part in parts:  # image references become indices into the merged arrays
+    for scene, part in enumerate(parts):  # image references become indices into the merged arrays
         for item in part["qa"]:
-            item = dict(item)
+            item = dict(item, scene=scene)
             if "frames" in item:
                 item["frames"] = [frame_base + i for i in item["frames"]]
             else:
@@ -716,7 +721,9 @@ def write_pretrain_set(out: str | Path, n_scenes: int, seed: int, spec: MicroSpe
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, crops=crops, crop_sizes=crop_sizes, crop_text=np.array(merged["crop_text"]),
                         frames=frames, frame_sizes=frame_sizes, frame_colours=pad(merged["frame_colours"]),
-                        frame_text=np.array(merged["frame_text"]), qa=np.array(json.dumps(qa)), seed=seed)
+                        frame_text=np.array(merged["frame_text"]), qa=np.array(json.dumps(qa)), seed=seed,
+                        crop_scene=np.repeat(np.arange(n_scenes), [len(p["crops"]) for p in parts]).astype(np.int32),
+                        frame_scene=np.repeat(np.arange(n_scenes), [len(p["frames"]) for p in parts]).astype(np.int32))
     return {"scenes": n_scenes, "crops": len(crops), "frames": len(frames), "qa": len(qa), "path": str(path)}
 
 

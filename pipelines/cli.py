@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("videor4.training.eval_cli", "score predictions with the official metrics, or run a model"),
     "train": ("videor4.training.train_cli", "run a training curriculum from a recipe YAML"),
     "micro-data": ("videor4.pipelines.micro_cli", "render the micro text-rich video benchmark (learning benchmark)"),
+    "micro-model": ("videor4.training.micro_base", "build the micro Qwen2.5-VL pretrained to read (learning benchmark)"),
 }
 
 

@@ -42,7 +42,8 @@ def register_run(eval_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", required=True, type=Path, help="dataset root (Annotations/, videos/ or img_dir/)")
     p.add_argument("--split", required=True, help="split name, e.g. t1s1val")
     p.add_argument("--out", required=True, type=Path, help="predictions JSONL (resumed if it exists)")
-    p.add_argument("--max-calls", type=int, default=None, help="tool-call budget per question (default 4)")
+    p.add_argument("--max-calls", type=int, default=None, help="tool-call budget per question (default: the "
+                   "checkpoint's trained budget, recorded in its videor4_view.json, else 4)")
     p.add_argument("--no-tools", action="store_true", help="single-pass baseline: no tools declared, one turn")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions of the split")
     p.add_argument("--frames", type=int, default=None,
@@ -109,6 +110,7 @@ def evaluate(
 
     config = eval_rollout_config(model_dir, frames=frames, max_calls=max_calls, tools=tools,
                                  max_new_tokens=max_new_tokens)
+    out.parent.mkdir(parents=True, exist_ok=True)  # --out runs/x/preds.jsonl in a folder that does not exist yet
     done = _resume(out)
     todo, no_media = [], []
     for record in records:

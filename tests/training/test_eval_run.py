@@ -46,7 +46,7 @@ def _run(model, root, out, *extra, capsys):
 
 
 def test_run_resume_and_score(tiny_model_dir, data_root, tmp_path, capsys) -> None:
-    out = tmp_path / "preds.jsonl"
+    out = tmp_path / "not" / "yet" / "preds.jsonl"  # --out's folder is created
     code, cap = _run(tiny_model_dir, data_root, out, "--limit", "4", capsys=capsys)
     assert code == 0, cap.err
     result = json.loads(cap.out)
