@@ -44,9 +44,15 @@ DIGITS = 2  # the micro benchmark's answers are two-digit numbers
 QA_KINDS = ("read_crop", "read_frame", "box", "images")
 
 
-def load_pretrain_set(data: str | Path) -> dict[str, np.ndarray]:
+PretrainSet = dict[str, np.ndarray]
+
+
+def load_pretrain_set(data: str | Path | PretrainSet) -> PretrainSet:
     """All arrays of a ``pretrain.npz`` (or the folder holding it), decompressed once: indexing an ``NpzFile``
-    re-reads the array every time."""
+    re-reads the array every time. An already loaded set is returned as it is, so that building the base loads
+    the file once for both pretraining steps."""
+    if isinstance(data, dict):
+        return data
     path = Path(data)
     path = path / PRETRAIN_FILE if path.is_dir() else path
     if not path.is_file():
@@ -55,11 +61,12 @@ def load_pretrain_set(data: str | Path) -> dict[str, np.ndarray]:
         return {k: npz[k] for k in npz.files}
 
 
-def pretrain_questions(d: dict[str, np.ndarray], data: str | Path) -> list[dict[str, Any]]:
+def pretrain_questions(d: PretrainSet, data: str | Path | PretrainSet) -> list[dict[str, Any]]:
     """The single-turn questions of a loaded pretraining set (``qa``), each with its ``kind``."""
     items = json.loads(str(d["qa"]))
     if "crop_scene" not in d or any(i.get("kind") not in QA_KINDS or "scene" not in i for i in items):
-        raise UserError(f"{data}: pretraining questions without their kind or scene (written by an older `videor4 "
+        where = "the pretraining set" if isinstance(data, dict) else str(data)
+        raise UserError(f"{where}: pretraining questions without their kind or scene (written by an older `videor4 "
                         "micro-data`?); render them again with `videor4 micro-data --pretrain N`")
     return items
 
@@ -104,7 +111,7 @@ def _save(model: Any, processor: Any, out_dir: Path) -> None:
     processor.save_pretrained(out_dir)
 
 
-def pretrain_vision(model_dir: str | Path, data: str | Path, out_dir: str | Path | None = None, *,
+def pretrain_vision(model_dir: str | Path, data: str | Path | PretrainSet, out_dir: str | Path | None = None, *,
                     steps: int = 800, batch_size: int = 32, learning_rate: float = 1e-3,
                     seed: int = 0, held_out: float = 0.1) -> dict[str, Any]:
     """Pretrain the vision encoder of the checkpoint in ``model_dir`` on ``data`` and save the model to ``out_dir``
@@ -214,7 +221,7 @@ def pretrain_vision(model_dir: str | Path, data: str | Path, out_dir: str | Path
     return result
 
 
-def pretrain_language(model_dir: str | Path, data: str | Path, out_dir: str | Path | None = None, *,
+def pretrain_language(model_dir: str | Path, data: str | Path | PretrainSet, out_dir: str | Path | None = None, *,
                       steps: int = 1200, batch_size: int = 32, learning_rate: float = 1e-3, seed: int = 0,
                       kinds: tuple[str, ...] = QA_KINDS, held_out: float = 0.1) -> dict[str, Any]:
     """Teach the whole model the pretraining set's single-turn questions of ``kinds`` (chat rendering of
@@ -320,7 +327,9 @@ def build_micro_base(out_dir: str | Path, data: str | Path | None, *, seed: int 
     if (vision_steps or language_steps) and data is None:
         raise UserError("pretraining needs --pretrain (the pretrain.npz of `videor4 micro-data --pretrain N`)")
     if data is not None:  # a missing or outdated file is a one-line error before the model is built
-        pretrain_questions(load_pretrain_set(data), data)
+        loaded = load_pretrain_set(data)
+        pretrain_questions(loaded, data)
+        data = loaded
     out_dir = Path(out_dir)
     build_tiny_model(out_dir, seed=seed, size="micro")
     report: dict[str, Any] = {"model": str(out_dir), "seed": seed, "vision": None, "language": None}
