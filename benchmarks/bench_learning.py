@@ -308,9 +308,41 @@ class Runner:
 
 
 # --- scoring ------------------------------------------------------------------------------------------------------
+def crops_on_target(transcript: dict[str, Any], root: Path) -> tuple[int, int]:
+    """(crop calls, those whose region holds the whole text of the answer in that frame), from the dataset's
+    precomputed OCR: the grounding half of a crop question, apart from the reading half. A model that crops a
+    fixed corner writes well-formed crops that hold nothing (measured: docs/learning_benchmark.md)."""
+    import cv2
+
+    from videor4.contracts.dataset import precomputed_ocr_path
+    from videor4.curation.ocr import load_precomputed_ocr
+
+    crops = [o for turn in transcript["turns"] for o in turn["observations"] if o["tool"] == "crop" and o["ok"]]
+    path = precomputed_ocr_path(root, str(transcript["video_id"])) if crops else None
+    if path is None:
+        return len(crops), 0
+    ocr = load_precomputed_ocr(path)
+    video = Path(transcript["video_path"])
+    capture = cv2.VideoCapture(str(video if video.is_absolute() else root / video))
+    w, h = capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)
+    capture.release()
+    answers = {a.strip() for a in transcript["answers"]}
+    hits = 0
+    for o in crops:
+        ref = o["refs"][0]
+        x1, y1, x2, y2 = ref["bbox"]
+        for box in ocr.get(ref["frame_index"], []):
+            bx1, by1, bx2, by2 = box.bbox
+            if box.text.strip() in answers and x1 * w <= bx1 and y1 * h <= by1 and bx2 <= x2 * w and by2 <= y2 * h:
+                hits += 1
+                break
+    return len(crops), hits
+
+
 def score_eval(s: Settings, name: str) -> dict[str, Any]:
     """Official Acc/ANLS (``score_predictions``) plus what the transcripts show: well-formed answers, tool calls
-    per question, crop share of the calls, per question kind; per-question Acc for paired comparisons."""
+    per question, crop share of the calls, crops on the answer's text (:func:`crops_on_target`), per question
+    kind; per-question Acc for paired comparisons."""
     from videor4.contracts.metrics import prepare_answers
     from videor4.contracts.tool_protocol import well_formed
     from videor4.training.eval_cli import score_predictions
@@ -323,7 +355,7 @@ def score_eval(s: Settings, name: str) -> dict[str, Any]:
     transcripts = [json.loads(line) for line in
                    preds.with_name(preds.name + ".transcripts.jsonl").read_text().splitlines() if line.strip()]
     per_q: dict[int, float] = {}
-    formed, calls, crops, clips = [], [], 0, 0
+    formed, calls, crops, clips, crop_hits, crop_calls = [], [], 0, 0, 0, 0
     by_kind: dict[str, list[float]] = {}
     for t in transcripts:
         qid = t["question_id"]
@@ -334,12 +366,15 @@ def score_eval(s: Settings, name: str) -> dict[str, Any]:
         calls.append(len(obs))
         crops += sum(o["tool"] == "crop" for o in obs)
         clips += sum(o["tool"] == "clip" for o in obs)
+        made, hit = crops_on_target(t, s.test_root)
+        crop_calls, crop_hits = crop_calls + made, crop_hits + hit
         by_kind.setdefault(kinds[str(qid)]["kind"], []).append(acc)
     n = len(transcripts)
     return {
         "acc": round(official["acc"], 2), "anls": round(official["anls"], 2),
         "well_formed": round(100 * sum(formed) / max(n, 1), 2), "calls": round(sum(calls) / max(n, 1), 3),
         "crop_share": round(crops / (crops + clips), 3) if crops + clips else None, "n": official["n"],
+        "crops_on_target": round(crop_hits / crop_calls, 3) if crop_calls else None,
         "by_kind": {k: round(100 * sum(v) / len(v), 2) for k, v in sorted(by_kind.items())},
         "_per_question": per_q,
     }
@@ -421,14 +456,15 @@ def _curation_stats(s: Settings) -> dict[str, Any]:
 
 
 def format_table(result: dict[str, Any]) -> str:
-    lines = ["| row | Acc | ANLS | well-formed % | calls / question | crop share | crop / clip / clip+crop Acc | n |",
-             "|---|---:|---:|---:|---:|---:|---|---:|"]
+    lines = ["| row | Acc | ANLS | well-formed % | calls / question | crop share | crops on the answer | "
+             "crop / clip / clip+crop Acc | n |", "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
     for name in ROWS:
         r = result["rows"][name]
         kinds = " / ".join(f"{r['by_kind'].get(k, 0):.1f}" for k in ("crop", "clip", "clip+crop"))
         share = "–" if r["crop_share"] is None else f"{r['crop_share']:.2f}"
+        on = "–" if r.get("crops_on_target") is None else f"{r['crops_on_target']:.2f}"
         lines.append(f"| {ROW_TITLES[name]} (`{name}`) | {r['acc']:.1f} | {r['anls']:.1f} | {r['well_formed']:.1f} | "
-                     f"{r['calls']:.2f} | {share} | {kinds} | {r['n']} |")
+                     f"{r['calls']:.2f} | {share} | {on} | {kinds} | {r['n']} |")
     lines += ["", "| calls allowed | " + " | ".join(str(k) for k in SCALING_CALLS) + " |",
               "|---|" + "---:|" * len(SCALING_CALLS),
               "| Acc of the full model | " + " | ".join(f"{result['scaling'][str(k)]:.1f}" for k in SCALING_CALLS)

@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from videor4.contracts.boxes import box_area, box_iou
 from videor4.curation.evidence import box_union
 from videor4.curation.ocr import LineRecognizer, OCRBackend, OCRConfig, TextBox, detection_scale
 
@@ -95,15 +96,6 @@ def _warp_points(points: tuple[float, ...], m: np.ndarray) -> tuple[float, ...]:
     return tuple(float(v) for v in out.reshape(-1))
 
 
-def _area(r: Sequence[float]) -> float:
-    return max(0.0, r[2] - r[0]) * max(0.0, r[3] - r[1])
-
-
-def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    inter = _area([max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])])
-    return inter / (_area(a) + _area(b) - inter or 1.0)
-
-
 def _overlaps(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
@@ -120,8 +112,8 @@ def _unchanged_line(box: tuple[float, float, float, float], carried: Sequence[Te
     gx2, gy2 = math.ceil(x2 / cell), math.ceil(y2 / cell)
     if gx2 > changed.shape[1] or gy2 > changed.shape[0] or changed[gy1:gy2, gx1:gx2].any():
         return None
-    best = max(carried, key=lambda b: _iou(b.bbox, box), default=None)
-    return best if best is not None and _iou(best.bbox, box) >= 0.6 else None
+    best = max(carried, key=lambda b: box_iou(b.bbox, box), default=None)
+    return best if best is not None and box_iou(best.bbox, box) >= 0.6 else None
 
 
 class TextTracker:
@@ -192,7 +184,7 @@ class TextTracker:
         fresh: list[TextBox] = []
         for box in self._read_regions(image, regions, carried, changed):
             # Overlapping regions may read the same line twice; keep it once.
-            if not any(o.text == box.text and _iou(o.bbox, box.bbox) > 0.5 for o in fresh):
+            if not any(o.text == box.text and box_iou(o.bbox, box.bbox) > 0.5 for o in fresh):
                 fresh.append(box)
         kept += fresh
         self._set_reference(grey, kept, zoom, timestamp)
@@ -353,7 +345,7 @@ class TextTracker:
                 for j in range(i + 1, len(rects)):
                     a, c = rects[i], rects[j]
                     union = box_union(a, c)
-                    if _area(union) <= 1.2 * (_area(a) + _area(c)):
+                    if box_area(union) <= 1.2 * (box_area(a) + box_area(c)):
                         rects[i] = list(union)
                         del rects[j]
                         merged = True

@@ -30,6 +30,10 @@ class OptimConfig(BaseModel):
     num_epochs: float = Field(1.0, gt=0, description="passes over the stage's data (used when max_steps is None)")
     seed: int = Field(0, description="seed of data order, sampling and initialisation of RNG states")
     gradient_checkpointing: bool = Field(False, description="trade compute for activation memory (large models)")
+    freeze_vision: bool = Field(
+        False, description="train the language model and the vision-language merger only, not the vision encoder "
+        "(LLaMA-Factory's freeze_vision_tower, Qwen2.5-VL fine-tuning's tune_mm_vision: false): keeps the pretrained "
+        "encoder's reading when a stage's data is small")
     save_steps: int = Field(50, ge=1, description="write a resumable checkpoint every this many optimizer steps")
     save_total_limit: int = Field(2, ge=1, description="mid-stage checkpoints kept (oldest removed first)")
     logging_steps: int = Field(1, ge=1, description="log metrics every this many optimizer steps")

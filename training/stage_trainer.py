@@ -227,6 +227,19 @@ class MetricsLogger:
             self.wandb.finish()
 
 
+def vision_encoder(model: Any) -> Any:
+    """The vision tower of a Qwen2.5-VL model without its merger: the patch embedding and the transformer blocks
+    (``model.model.visual`` in transformers ≥ 4.52, ``model.visual`` before). The merger that projects patches into
+    the language model stays trainable when the encoder is frozen, as in LLaVA-style fine-tuning."""
+    import torch
+
+    visual = getattr(getattr(model, "model", None), "visual", None)
+    visual = visual if visual is not None else getattr(model, "visual", None)
+    if visual is None:
+        raise UserError(f"freeze_vision: {type(model).__name__} has no vision tower (expected a Qwen2.5-VL model)")
+    return torch.nn.ModuleList([m for name, m in visual.named_children() if name != "merger"])
+
+
 def read_metrics(stage_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(stage_dir) / METRICS
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -258,6 +271,8 @@ class StageTrainer:
             model.config.use_cache = False
         self.total_steps = self.compute_total_steps()
         self._configure_deepspeed()
+        if config.freeze_vision:
+            vision_encoder(model).requires_grad_(False)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=config.adam_betas,
                                       weight_decay=config.weight_decay)

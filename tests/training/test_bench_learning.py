@@ -61,3 +61,35 @@ def test_paired_margin_and_its_standard_error(bench) -> None:
     assert m["diff"] == pytest.approx(statistics.mean(diffs), abs=0.01)
     assert m["se"] == pytest.approx(statistics.stdev(diffs) / math.sqrt(5), abs=0.01)
     assert bench.paired(b, a)["diff"] == pytest.approx(-m["diff"])
+
+
+def test_crops_on_target_counts_only_crops_that_hold_the_answer(bench, tmp_path: Path) -> None:
+    import numpy as np
+
+    from videor4.contracts.media import write_mp4
+
+    root = tmp_path / "micro"
+    (root / "videos").mkdir(parents=True)
+    (root / "video_ocr").mkdir()
+    write_mp4([np.zeros((100, 200, 3), np.uint8)] * 3, root / "videos" / "7.mp4", fps=10)
+    # frame 2 (0-based 1): the answer "42" at x 20..60, y 10..30 px; a distractor "17" at x 120..160
+    boxes = [{"points": [20, 10, 60, 10, 60, 30, 20, 30], "ocr": "42"},
+             {"points": [120, 10, 160, 10, 160, 30, 120, 30], "ocr": "17"}]
+    (root / "video_ocr" / "7.json").write_text(json.dumps({"1": [], "2": boxes, "3": []}))
+
+    def crop(frame: int, bbox: list[float], ok: bool = True) -> dict:
+        return {"tool": "crop", "ok": ok, "refs": [{"frame_index": frame, "timestamp_s": frame / 10, "bbox": bbox}]}
+
+    transcript = {"video_id": "7", "video_path": "videos/7.mp4", "answers": ["42"], "turns": [
+        {"assistant": "", "observations": [
+            crop(1, [0.05, 0.0, 0.35, 0.4]),  # holds 42: a hit
+            crop(1, [0.15, 0.0, 0.35, 0.4]),  # cuts 42 in half: a miss
+            crop(1, [0.55, 0.0, 0.85, 0.4]),  # holds the distractor 17 only: a miss
+            crop(2, [0.05, 0.0, 0.35, 0.4]),  # right place, a frame where 42 is not shown: a miss
+            crop(1, [0.05, 0.0, 0.35, 0.4], ok=False),  # a refused call is not a crop
+            {"tool": "clip", "ok": True, "refs": []}]}]}
+    assert bench.crops_on_target(transcript, root) == (4, 1)
+    transcript["answers"] = ["17"]
+    assert bench.crops_on_target(transcript, root) == (4, 1)
+    transcript["video_id"] = "8"  # no precomputed OCR: crops are counted, none is known to hold the answer
+    assert bench.crops_on_target(transcript, root) == (4, 0)

@@ -77,3 +77,14 @@ def test_micro_model_command_refuses_bad_input(pretrain_set: Path, tmp_path: Pat
     report = json.loads((tmp_path / "m" / "videor4_micro_base.json").read_text())
     assert report["vision"] is None and report["language"] is None
     assert (tmp_path / "m" / "model.safetensors").is_file()
+
+
+def test_answer_box_iou_scores_overlap_not_digits() -> None:
+    from videor4.training.micro_base import answer_box_iou
+
+    truth = "[0.11, 0.073, 0.243, 0.206]"
+    assert answer_box_iou(truth, truth) == 1.0
+    assert answer_box_iou(truth, "at the top left: [0.112, 0.07, 0.24, 0.21]") > 0.9  # off in the 3rd decimal
+    assert answer_box_iou(truth, "[0.42, 0.41, 0.57, 0.55]") == 0.0  # the mean box: elsewhere
+    assert answer_box_iou(truth, "[0.11, 0.073, 0.243]") == 0.0  # no box
+    assert answer_box_iou(truth, "17") == 0.0

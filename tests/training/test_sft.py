@@ -146,3 +146,27 @@ def test_resume_gives_the_same_weights(tiny_model_dir, toy, tmp_path) -> None:
     la = [m["loss"] for m in read_metrics(tmp_path / "straight")]
     lb = [m["loss"] for m in read_metrics(tmp_path / "split")]
     np.testing.assert_allclose(la, lb, rtol=1e-5)
+
+
+def test_freeze_vision_trains_the_language_model_and_merger_only(tiny_model_dir, toy, tmp_path) -> None:
+    """``freeze_vision``: after real SFT steps the encoder's weights are bit-identical to the start and the merger's
+    and language model's moved; without it the encoder moves too (the check can fail)."""
+    import torch
+    from safetensors.torch import load_file
+
+    base = load_file(tiny_model_dir / "model.safetensors")
+    cfg = dict(max_steps=3, per_device_batch_size=2, bucket_window=4, lr_scheduler="constant")
+
+    def moved(final: Path) -> dict[str, bool]:
+        after = load_file(final / "model.safetensors")
+        groups: dict[str, bool] = {"encoder": False, "merger": False, "language": False}
+        for key, value in after.items():
+            vision = key.startswith("visual.") or ".visual." in key
+            group = ("merger" if "merger." in key else "encoder") if vision else "language"
+            groups[group] |= not torch.equal(base[key], value)
+        return groups
+
+    frozen = moved(_sft(tiny_model_dir, toy, tmp_path / "frozen", freeze_vision=True, **cfg).train())
+    assert frozen == {"encoder": False, "merger": True, "language": True}, frozen
+    free = moved(_sft(tiny_model_dir, toy, tmp_path / "free", **cfg).train())
+    assert free == {"encoder": True, "merger": True, "language": True}, free
