@@ -387,7 +387,8 @@ def register(sub: Any) -> None:
         description="Write a random-init micro Qwen2.5-VL (~2 M parameters, digits one token each) to --out, "
         "pretrain its vision encoder on the images of `videor4 micro-data --pretrain N` (reading, colours, "
         "positions), then align the whole model on single-turn questions about them (read a crop, read a sign, "
-        "where is a sign, in which frames). Prints held-out exact-answer rates before and after. The result is "
+        "where is a sign, in which frames). Prints held-out exact-answer rates before and after (and, for boxes, "
+        "the greedy answers' IoU with the true box). The result is "
         "the --model of a micro-scale curriculum (docs/learning_benchmark.md). ~8 min on 2 cores with defaults.")
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
     p.add_argument("--pretrain", type=Path, help="pretrain.npz or the micro-data folder holding it")
