@@ -24,6 +24,7 @@ so that runs on a busy machine can be compared.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -308,24 +309,31 @@ class Runner:
 
 
 # --- scoring ------------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1024)
+def _video_text(root: Path, video_id: str, video_path: str) -> tuple[dict[int, list[Any]], int, int] | None:
+    """The precomputed OCR of a video and its frame size, read once per video: every row of the benchmark
+    evaluates the same test videos."""
+    from videor4.contracts.dataset import precomputed_ocr_path
+    from videor4.contracts.media import open_video
+    from videor4.curation.ocr import load_precomputed_ocr
+
+    path = precomputed_ocr_path(root, video_id)
+    if path is None:
+        return None
+    video = Path(video_path)
+    with open_video(video if video.is_absolute() else root / video, video_id=video_id) as reader:
+        return load_precomputed_ocr(path), reader.width, reader.height
+
+
 def crops_on_target(transcript: dict[str, Any], root: Path) -> tuple[int, int]:
     """(crop calls, those whose region holds the whole text of the answer in that frame), from the dataset's
     precomputed OCR: the grounding half of a crop question, apart from the reading half. A model that crops a
     fixed corner writes well-formed crops that hold nothing (measured: docs/learning_benchmark.md)."""
-    import cv2
-
-    from videor4.contracts.dataset import precomputed_ocr_path
-    from videor4.curation.ocr import load_precomputed_ocr
-
     crops = [o for turn in transcript["turns"] for o in turn["observations"] if o["tool"] == "crop" and o["ok"]]
-    path = precomputed_ocr_path(root, str(transcript["video_id"])) if crops else None
-    if path is None:
+    known = _video_text(root, str(transcript["video_id"]), str(transcript["video_path"])) if crops else None
+    if known is None:
         return len(crops), 0
-    ocr = load_precomputed_ocr(path)
-    video = Path(transcript["video_path"])
-    capture = cv2.VideoCapture(str(video if video.is_absolute() else root / video))
-    w, h = capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)
-    capture.release()
+    ocr, w, h = known
     answers = {a.strip() for a in transcript["answers"]}
     hits = 0
     for o in crops:
