@@ -11,7 +11,9 @@ traceback), 1 an unexpected internal error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 
@@ -57,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
+    if getattr(args, "loads_models", False):
+        _library_logs_to_stderr()
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
@@ -67,6 +71,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("videor4: interrupted", file=sys.stderr)
         return 130
+
+
+def _library_logs_to_stderr() -> None:
+    """Keep stdout for the command's report. DeepSpeed, which transformers and accelerate import whenever it is
+    installed, logs through a handler on *stdout* that it creates at import, and on a machine without a GPU it
+    warns "Setting accelerator to CPU" there, so ``videor4 train … | jq`` read a log line before the JSON.
+    Importing it once with stdout pointed at stderr binds that handler to stderr for the whole process."""
+    if importlib.util.find_spec("deepspeed") is None:
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        import deepspeed  # noqa: F401
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -53,7 +53,7 @@ def register_run(eval_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="questions rolled out together")
     p.add_argument("--engine", choices=("hf", "vllm"), default="hf", help="generation engine (vllm needs a GPU)")
     p.add_argument("--device", default="auto", help="hf engine device: auto, cpu, cuda:0, ...")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, loads_models=True)
 
 
 def _run(args: argparse.Namespace) -> int:

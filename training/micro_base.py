@@ -396,4 +396,4 @@ def register(sub: Any) -> None:
     p.add_argument("--language-steps", type=int, default=1200,
                    help="language alignment steps of 32 questions (0: skip)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the pretraining order")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, loads_models=True)

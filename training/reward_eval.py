@@ -121,7 +121,7 @@ def register_reward(eval_subparsers: argparse._SubParsersAction) -> None:
                    help="checkpoint whose vision tower embeds images for R_div/R_rep (default: --model); give the "
                    "stage's starting checkpoint to compare checkpoints in one feature space")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, loads_models=True)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -41,4 +41,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", metavar="DIR", help="starting checkpoint directory (overrides the recipe's model)")
     p.add_argument("--shards", metavar="DIR", help="shards directory (overrides the recipe's shards_dir)")
     p.add_argument("--data-root", metavar="DIR", help="dataset root of the shards' videos (overrides data_root)")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, loads_models=True)

@@ -94,7 +94,7 @@ def register_transfer(eval_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", choices=("hf", "vllm"), default="hf", help="generation engine (vllm needs a GPU)")
     p.add_argument("--device", default="auto", help="hf engine device: auto, cpu, cuda:0, ...")
     p.add_argument("--format", choices=("table", "json"), default="table", help="stdout: Markdown table or JSON")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, loads_models=True)
 
 
 def _run(args: argparse.Namespace) -> int:

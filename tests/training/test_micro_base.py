@@ -76,6 +76,7 @@ def test_micro_model_command_refuses_bad_input(pretrain_set: Path, tmp_path: Pat
     assert bare.returncode == 0, bare.stderr
     report = json.loads((tmp_path / "m" / "videor4_micro_base.json").read_text())
     assert report["vision"] is None and report["language"] is None
+    assert json.loads(bare.stdout) == report  # stdout is the report alone: no library log line ahead of it
     assert (tmp_path / "m" / "model.safetensors").is_file()
 
 
