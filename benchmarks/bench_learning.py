@@ -5,7 +5,8 @@ One command runs the whole chain a 7B run takes, at micro scale, through the sam
 
     videor4 micro-data   → train split (+ the base model's pretraining images) and a test split (TEST_SEED)
     videor4 micro-model  → the micro Qwen2.5-VL: random init, pretrained to read (vision + language alignment)
-    videor4 curate       → evidence, verified DRP/CRP trajectories, CoT/RL shards (precomputed OCR)
+    videor4 curate       → evidence, verified DRP/CRP trajectories, CoT/RL shards (precomputed OCR); the test
+                           split too, whose verified trajectories the gold-view probe teacher-forces each row on
     videor4 train        → micro-cpu: DRP-SFT → RLd → CRP-SFT → RLc, and the ablations branching from it
     videor4 eval run     → every row on the test split, official Acc/ANLS; the full model at 0…4 calls
 
@@ -73,6 +74,12 @@ class Settings:
     @property
     def shards(self) -> Path:
         return self.out / "curated" / "shards"
+
+    @property
+    def test_shards(self) -> Path:
+        """The test split curated like the training split: its verified trajectories are the gold views the
+        teacher-forced probe (:func:`gold_view`) runs on."""
+        return self.out / f"curated-test-seed{self.test_seed}" / "shards"
 
 
 def videor4(*args: str) -> list[str]:
@@ -193,6 +200,9 @@ def build_jobs(s: Settings) -> list[Job]:
         Job("curate", "curate", [data_done], s.shards / "manifest.json", videor4(
             "curate", "--data-root", str(s.data), "--split", "microtrain", "--config", "micro", "--out",
             str(s.out / "curated"), "--workers", "1", "--no-progress")),
+        Job("test-curate", "curate", [test_done], s.test_shards / "manifest.json", videor4(
+            "curate", "--data-root", str(s.test_root), "--split", "microtest", "--config", "micro", "--out",
+            str(s.test_shards.parent), "--workers", "1", "--no-progress")),
         Job("no-tools-shards", "curate", [s.shards / "manifest.json"], s.out / "direct-shards" / "manifest.json",
             func=lambda: _direct_shards(s)),
     ]
@@ -388,6 +398,25 @@ def score_eval(s: Settings, name: str) -> dict[str, Any]:
     }
 
 
+def gold_view(s: Settings, name: str) -> dict[str, Any] | None:
+    """Teacher-forced on the test split's verified DRP trajectories (``training/gold_view_probe``): does the row's
+    model read the gold crop or clip, and does it write the gold first box? Separates the reading half of a crop
+    question from the grounding half, in the model's own format. Cached per row and test seed; None for the no-tool
+    row (it never learned the protocol) or without curated test shards."""
+    from videor4.contracts.atomic import write_json_atomic
+    from videor4.training.gold_view_probe import probe_gold_trajectories
+
+    if name == "no_tools" or not (s.test_shards / "manifest.json").is_file():
+        return None
+    cache = s.out / "evals" / f"test-seed{s.test_seed}" / f"{name}.gold_view.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    model, _ = eval_targets(s)[name]
+    result = probe_gold_trajectories(model, s.test_shards, s.test_root)
+    write_json_atomic(cache, result)  # a killed report never leaves half a cache behind
+    return result
+
+
 def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, float]:
     """Mean of (a − b) over the questions both answered, in points, with its standard error."""
     common = sorted(set(a) & set(b))
@@ -403,6 +432,8 @@ def report(s: Settings) -> dict[str, Any]:
     scored = {name: score_eval(s, name) for name in (*ROWS, *(f"calls{k}" for k in SCALING_CALLS if k != 3))}
     scored["calls3"] = scored["full"]
     rows = {name: {k: v for k, v in scored[name].items() if not k.startswith("_")} for name in ROWS}
+    for name in ROWS:
+        rows[name]["gold_view"] = gold_view(s, name)
     pq = {name: scored[name]["_per_question"] for name in scored}
     margins = {
         "rld_vs_drp_sft": paired(pq["rld"], pq["drp_sft"]),
@@ -465,14 +496,18 @@ def _curation_stats(s: Settings) -> dict[str, Any]:
 
 def format_table(result: dict[str, Any]) -> str:
     lines = ["| row | Acc | ANLS | well-formed % | calls / question | crop share | crops on the answer | "
-             "crop / clip / clip+crop Acc | n |", "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+             "reads the gold view | gold first box | crop / clip / clip+crop Acc | n |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for name in ROWS:
         r = result["rows"][name]
         kinds = " / ".join(f"{r['by_kind'].get(k, 0):.1f}" for k in ("crop", "clip", "clip+crop"))
         share = "–" if r["crop_share"] is None else f"{r['crop_share']:.2f}"
         on = "–" if r.get("crops_on_target") is None else f"{r['crops_on_target']:.2f}"
+        g = r.get("gold_view")
+        reads = "–" if not g else f"{g['reads']}/{g['read_n']}"
+        box = "–" if not g or not g["box_n"] else f"{g['box_iou50']}/{g['box_n']}"
         lines.append(f"| {ROW_TITLES[name]} (`{name}`) | {r['acc']:.1f} | {r['anls']:.1f} | {r['well_formed']:.1f} | "
-                     f"{r['calls']:.2f} | {share} | {on} | {kinds} | {r['n']} |")
+                     f"{r['calls']:.2f} | {share} | {on} | {reads} | {box} | {kinds} | {r['n']} |")
     lines += ["", "| calls allowed | " + " | ".join(str(k) for k in SCALING_CALLS) + " |",
               "|---|" + "---:|" * len(SCALING_CALLS),
               "| Acc of the full model | " + " | ".join(f"{result['scaling'][str(k)]:.1f}" for k in SCALING_CALLS)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from videor4.contracts.executor import ImageRef, OpsConfig, ToolObservation, describe_image
-from videor4.contracts.tool_protocol import TOOL_SCHEMAS
+from videor4.contracts.tool_protocol import TOOL_SCHEMAS, decision_spans
 from videor4.contracts.view import PromptConfig, display_size, fit_image
 
 # Qwen2.5-VL's placeholder for one image in rendered chat text (the shard codec uses its own, SHARD_IMAGE_TOKEN).
@@ -205,30 +205,41 @@ def encode_images(processor: Any, images: Sequence[np.ndarray]) -> EncodedImages
 
 
 def tokenize_segments(
-    tokenizer: Any, segments: Sequence[tuple[str, bool]], image_tokens: Sequence[int]
-) -> tuple[list[int], list[int]]:
-    """Token ids and loss mask of segments, expanding the k-th ``<|image_pad|>`` to ``image_tokens[k]`` pads.
+    tokenizer: Any, segments: Sequence[tuple[str, bool]], image_tokens: Sequence[int], decision_weight: float = 1.0
+) -> tuple[list[int], list[float]]:
+    """Token ids and loss mask (0/1 unless weighted) of segments, expanding the k-th ``<|image_pad|>`` to
+    ``image_tokens[k]`` pads.
 
     Segments are tokenized one by one (they always split at special tokens or a newline after one, so this
     equals tokenizing the joined text — tested); that is what lets rollouts append turns without re-tokenizing.
+    With ``decision_weight`` ≠ 1 a trainable token whose characters fall in a :func:`decision_spans` span (a call's
+    tool name and numbers, the answer) gets that weight instead of 1; the ids are the same (the offsets of the same
+    tokenization). The gold-view probe marks decisions this way.
     """
     ids: list[int] = []
-    mask: list[int] = []
+    mask: list[float] = []
     counts = iter(image_tokens)
     for text, trainable in segments:
         if IMAGE_PAD in text:
             parts = text.split(IMAGE_PAD)
             text = parts[0] + "".join(IMAGE_PAD * next(counts) + p for p in parts[1:])
-        piece = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if trainable and decision_weight != 1.0:
+            out = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            spans = decision_spans(text)
+            piece = out["input_ids"]
+            mask += [decision_weight if any(a < e and s < b for s, e in spans) else 1.0
+                     for a, b in out["offset_mapping"]]
+        else:
+            piece = tokenizer(text, add_special_tokens=False)["input_ids"]
+            mask += [int(trainable)] * len(piece)
         ids += piece
-        mask += [int(trainable)] * len(piece)
     return ids, mask
 
 
 @dataclass
 class EncodedChat:
     input_ids: list[int]
-    loss_mask: list[int]
+    loss_mask: list[float]  # 0 on context; 1 on assistant-written tokens (decision_weight on their decisions)
     images: EncodedImages
 
 
@@ -237,9 +248,10 @@ def encode_chat(
     messages: Sequence[dict[str, Any]],
     images: Sequence[np.ndarray],
     add_generation_prompt: bool = False,
+    decision_weight: float = 1.0,
 ) -> EncodedChat:
     """Token ids, assistant-only loss mask and pixels of a chat from :func:`build_messages` (used by SFT)."""
     encoded = encode_images(processor, images)
     segments = render_segments(messages, add_generation_prompt)
-    ids, mask = tokenize_segments(processor.tokenizer, segments, encoded.num_tokens)
+    ids, mask = tokenize_segments(processor.tokenizer, segments, encoded.num_tokens, decision_weight)
     return EncodedChat(ids, mask, encoded)

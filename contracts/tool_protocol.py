@@ -83,6 +83,8 @@ _CALL_RE = re.compile(r"<tool_call>(.*?)(</tool_call>|$)", re.DOTALL)
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
 _NOT_ANSWER_BLOCKS = re.compile(r"<think>.*?</think>|<tool_call>.*?</tool_call>", re.IGNORECASE | re.DOTALL)
 _BOXED = "\\boxed{"
+_CALL_NAME = re.compile(r'"name"\s*:\s*"([^"]*)"')
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])")  # a value, not the 2 of "bbox_2d"
 _THINK = r"\s*<think>(?:(?!</?think>).)+</think>\s*"
 _ANSWER_TURN = re.compile(_THINK + r"<answer>(?:(?!</?answer>).)+</answer>\s*", re.DOTALL)
 _CALL_TURN = re.compile(_THINK + r"(?:<tool_call>(?:(?!</?tool_call>).)+</tool_call>\s*)+", re.DOTALL)
@@ -139,6 +141,29 @@ def format_answer_turn(thought: str, answer: str) -> str:
 def format_call_turn(thought: str, calls: Sequence[ToolCall]) -> str:
     """An assistant turn that reasons and calls tools (it ends at the last ``</tool_call>``)."""
     return f"<think>{thought}</think>\n" + "\n".join(format_tool_call(c) for c in calls)
+
+
+def decision_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of an assistant turn's *decisions*: in each complete ``<tool_call>``, the tool's name and
+    every number of its arguments (image index, window, box); the answer, and every other place in the turn
+    where the answer's text is written (the reading the answer copies, e.g. ``it reads "78"``). The rest is the
+    protocol's wording and prose (in a token mean the decisions are a seventh of a turn). The teacher-forced
+    gold-view probe (``training/gold_view_probe``) scores a model on exactly these tokens."""
+    spans: list[tuple[int, int]] = []
+    for call in _CALL_RE.finditer(text):
+        if not call.group(2):
+            continue
+        start, body = call.start(1), call.group(1)
+        spans += [(start + m.start(1), start + m.end(1)) for m in _CALL_NAME.finditer(body)]
+        args = body.find('"arguments"')
+        if args >= 0:
+            spans += [(start + m.start(), start + m.end()) for m in _NUMBER.finditer(body, args)]
+    for answer in _ANSWER.finditer(text):
+        spans.append(answer.span(1))
+        value = answer.group(1).strip()
+        if value:
+            spans += [(m.start(), m.end()) for m in re.finditer(re.escape(value), text)]
+    return sorted(set(spans))
 
 
 def has_answer(text: str) -> bool:

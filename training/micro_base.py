@@ -98,6 +98,62 @@ def _images(arr: np.ndarray, sizes: np.ndarray, idx: Any) -> list[np.ndarray]:
     return [np.ascontiguousarray(arr[i, : sizes[i][0], : sizes[i][1]]) for i in idx]
 
 
+def encode_question(d: PretrainSet, processor: Any, item: dict[str, Any], with_answer: bool = True) -> Any:
+    """One pretraining question as a single-turn chat (its crop or frames, then the question), encoded by
+    ``contracts.chat`` like every stage's conversations; the loss mask covers the answer only."""
+    from videor4.contracts.chat import encode_chat
+
+    if "crop" in item:
+        images = _images(d["crops"], d["crop_sizes"], [item["crop"]])
+    else:
+        images = _images(d["frames"], d["frame_sizes"], item["frames"])
+    content: list[dict[str, Any]] = []
+    for k in range(len(images)):
+        if len(images) > 1:
+            content.append({"type": "text", "text": f"Image {k + 1}:\n"})
+        content += [{"type": "image"}, {"type": "text", "text": "\n"}]
+    content.append({"type": "text", "text": item["question"]})
+    messages = [{"role": "user", "content": content}]
+    if not with_answer:
+        return encode_chat(processor, messages, images, add_generation_prompt=True)
+    return encode_chat(processor, messages + [{"role": "assistant", "content": item["answer"]}], images)
+
+
+def per_answer_loss(logp: Any, mask: Any) -> Any:
+    """Mean NLL of each sequence's answer tokens, then the mean over sequences: **every answer weighs the same**,
+    not every token (a box answer is ~25 tokens and a reading 3; see the module doc)."""
+    return (-(logp * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+
+
+class ReplayQuestions:
+    """The base's pretraining questions, replayed in SFT steps (``SFTConfig.replay``).
+
+    Why: SFT on a few hundred trajectories trains the protocol's wording, nearly every token of its loss, and the
+    base's reading is lost (micro benchmark: after DRP-SFT the model reads the gold view of 8 of 86 held-out
+    trajectories, with replay 37). The draw of step ``s`` on rank ``r`` is a pure function of ``(seed, s, r)``, so a resumed run replays
+    the same questions; the base's held-out scenes are never replayed."""
+
+    def __init__(self, questions: str | Path, processor: Any, *, per_step: int, seed: int, held_out: float,
+                 held_out_seed: int, data_root: str | Path | None = None):
+        path = Path(questions)
+        if not path.is_absolute() and data_root is not None:
+            path = Path(data_root) / path
+        self.d = load_pretrain_set(path)
+        items = pretrain_questions(self.d, path)
+        held = held_out_scenes(self.d, held_out, held_out_seed) if held_out > 0 else set()
+        self.items = [i for i in items if i["scene"] not in held]
+        if not self.items:
+            raise UserError(f"{path}: no pretraining questions left to replay outside the held-out scenes")
+        self.processor, self.per_step, self.seed = processor, per_step, seed
+
+    def draw(self, step: int, rank: int = 0) -> list[dict[str, Any]]:
+        rng = np.random.default_rng([self.seed, step, rank])
+        return [self.items[i] for i in rng.choice(len(self.items), min(self.per_step, len(self.items)), replace=False)]
+
+    def batch(self, step: int, rank: int = 0) -> list[Any]:
+        return [encode_question(self.d, self.processor, item) for item in self.draw(step, rank)]
+
+
 def answer_box_iou(answer: str, predicted: str) -> float:
     """IoU of the boxes written in two answers (their last four numbers, ``[x1, y1, x2, y2]``); 0 when the
     prediction holds no box. Exact digits are the wrong score for a box: one off in the third decimal is a
@@ -249,7 +305,6 @@ def pretrain_language(model_dir: str | Path, data: str | Path | PretrainSet, out
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from videor4.contracts.chat import encode_chat
     from videor4.training.rollout import HFEngine, HFEngineConfig, PromptState
     from videor4.training.stage_trainer import batch_inputs
 
@@ -273,20 +328,7 @@ def pretrain_language(model_dir: str | Path, data: str | Path | PretrainSet, out
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
 
     def encode(item: dict[str, Any], with_answer: bool = True) -> Any:
-        if "crop" in item:
-            images = _images(d["crops"], d["crop_sizes"], [item["crop"]])
-        else:
-            images = _images(d["frames"], d["frame_sizes"], item["frames"])
-        content: list[dict[str, Any]] = []
-        for k in range(len(images)):
-            if len(images) > 1:
-                content.append({"type": "text", "text": f"Image {k + 1}:\n"})
-            content += [{"type": "image"}, {"type": "text", "text": "\n"}]
-        content.append({"type": "text", "text": item["question"]})
-        messages = [{"role": "user", "content": content}]
-        if not with_answer:
-            return encode_chat(processor, messages, images, add_generation_prompt=True)
-        return encode_chat(processor, messages + [{"role": "assistant", "content": item["answer"]}], images)
+        return encode_question(d, processor, item, with_answer)
 
     def loss_and_exact(encoded: list[Any]) -> tuple[Any, list[bool]]:
         batch, mask = batch_inputs([(e.input_ids, e.loss_mask, e.images) for e in encoded], processor)
@@ -295,9 +337,8 @@ def pretrain_language(model_dir: str | Path, data: str | Path | PretrainSet, out
         targets = batch["input_ids"][:, 1:]
         m = mask[:, 1:]
         logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-        per_answer = -(logp * m).sum(1) / m.sum(1).clamp(min=1)  # each answer weighs the same
         exact = ((logits.argmax(-1) == targets) | (m == 0)).all(1)
-        return per_answer.mean(), exact.tolist()
+        return per_answer_loss(logp, m), exact.tolist()
 
     rng = np.random.default_rng(seed)
     held_enc = [encode(i) for i in held]

@@ -43,12 +43,33 @@ class OptimConfig(BaseModel):
     )
 
 
+class ReplayConfig(BaseModel):
+    """Questions of the base model's own pretraining replayed in every SFT step, so that SFT on a few hundred
+    trajectories does not wipe out what the base could do (LLaVA-style data mixing). Measured on the micro
+    benchmark: after DRP-SFT alone the model reads the gold view of 8 of 86 held-out trajectories, with replay 37
+    (docs/learning_benchmark.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    questions: str = Field(
+        description="the pretraining question set (pretrain.npz of `videor4 micro-data --pretrain N`, or its "
+        "folder); a relative path is read from the data root")
+    per_step: int = Field(8, ge=1, description="questions replayed per optimizer step on each device")
+    weight: float = Field(1.0, gt=0, description="weight of their loss (a mean over questions, each answer "
+                          "weighing the same, as in pretraining) added to the SFT loss")
+    held_out: float = Field(0.1, ge=0, lt=1, description="fraction of scenes never replayed: the base's own "
+                            "held-out scenes, so its held-out figures stay unseen")
+    held_out_seed: int = Field(0, description="the --seed the base was built with (it picks those scenes)")
+
+
 class SFTConfig(OptimConfig):
     """Supervised fine-tuning on CoT shards: loss on assistant tokens only, observations re-executed."""
 
     learning_rate: float = Field(1e-5, gt=0, description="peak learning rate (AdamW)")
     per_device_batch_size: int = Field(1, ge=1, description="conversations per forward pass on one device")
     gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    replay: ReplayConfig | None = Field(None, description="replay the base's pretraining questions in every "
+                                        "step (see ReplayConfig); None = SFT data only")
     max_length: int = Field(16384, ge=16, description="conversations longer than this (tokens) are skipped")
     bucket_window: int = Field(
         64, ge=1, description="length bucketing: examples are sorted by length within windows of this many "

@@ -12,7 +12,8 @@ The stage machinery (accelerate, the optimizer-step loop, checkpoints, logs, exp
 Batches: examples are shuffled per epoch, sorted by length within windows of ``bucket_window`` examples and cut
 into micro-batches (less padding), and micro-batches are shuffled within their window. A step's loss is the
 token mean over all its micro-batches on all ranks, so ``gradient_accumulation_steps`` and the number of GPUs
-change memory and speed, not the objective.
+change memory and speed, not the objective. With ``replay`` set, each step also trains on a few of the base's
+own pretraining questions (:class:`videor4.training.micro_base.ReplayQuestions`), so SFT keeps what it could do.
 """
 
 from __future__ import annotations
@@ -39,11 +40,14 @@ from videor4.training.stage_trainer import StageTrainer, batch_inputs, make_acce
 # --- CoT data -----------------------------------------------------------------------------------------------
 class CoTRenderer:
     """Turns a CoT row into model inputs: media re-executed from refs (or decoded from JPEG bytes), then the
-    shared chat encoding. ``prompt`` and ``ops`` must be the configs the shards were synthesized with."""
+    shared chat encoding. ``prompt`` and ``ops`` must be the configs the shards were synthesized with.
+    ``decision_weight`` ≠ 1 marks the decision tokens in the mask (``contracts.chat.tokenize_segments``): the
+    gold-view probe finds them that way. SFT trains with 1; weighting them up in the loss was measured and did not
+    help (docs/learning_benchmark.md)."""
 
     def __init__(self, processor: Any, data_root: str | Path | None, prompt: PromptConfig, ops: OpsConfig,
-                 media: MediaConfig | None = None):
-        self.processor, self.prompt, self.ops = processor, prompt, ops
+                 media: MediaConfig | None = None, decision_weight: float = 1.0):
+        self.processor, self.prompt, self.ops, self.decision_weight = processor, prompt, ops, decision_weight
         self.data_root = Path(data_root) if data_root is not None else None
         self.media = media or MediaConfig()
 
@@ -62,7 +66,7 @@ class CoTRenderer:
 
     def encode(self, row: CoTRow) -> EncodedChat:
         chat, _ = shard_messages_to_chat(row.messages)
-        return encode_chat(self.processor, chat, self.images(row))
+        return encode_chat(self.processor, chat, self.images(row), decision_weight=self.decision_weight)
 
 
 class BucketedBatches:
@@ -118,6 +122,13 @@ class SFTTrainer(StageTrainer):
                                        config.per_device_batch_size, config.bucket_window, config.seed,
                                        config.max_length)
         self._filler: EncodedChat | None = None
+        self.replay = None
+        if config.replay is not None:
+            from videor4.training.micro_base import ReplayQuestions
+
+            r = config.replay
+            self.replay = ReplayQuestions(r.questions, processor, per_step=r.per_step, seed=config.seed,
+                                          held_out=r.held_out, held_out_seed=r.held_out_seed, data_root=data_root)
         self.accelerator = accelerator or make_accelerator()
         super().__init__(model, processor, config, output_dir, self.accelerator, name)
 
@@ -159,7 +170,7 @@ class SFTTrainer(StageTrainer):
         micro = [self.batches[base + k * world + acc.process_index] for k in range(passes)]
         tokens = sum(sum(e.loss_mask[1:]) for b in micro for e in b)
         norm = self.normalizer(tokens)
-        loss_sum = 0.0
+        loss_sum = replay_sum = 0.0
         for k, examples in enumerate(micro):
             # Every pass runs on every rank (collectives); a pass whose examples were all too long is a
             # zero-weight pass over a short conversation.
@@ -170,7 +181,27 @@ class SFTTrainer(StageTrainer):
             with self.micro_step(k, passes), acc.autocast():
                 logp = token_logprobs(self.model, batch)
                 nll = -(logp * mask[:, 1:]).sum() * weight
-                self.backward(nll / norm)
+                loss = nll / norm
+                if self.replay is not None and k == passes - 1:
+                    # Added to the step's last pass, not a pass of its own: the number of backward passes (and
+                    # so DDP's sync and DeepSpeed's accumulation boundary) stays what the data stream implies.
+                    replay = self.replay_loss(step)
+                    loss = loss + self.sft_config.replay.weight * replay
+                    replay_sum = float(replay.detach())
+                self.backward(loss)
             loss_sum += float(nll.detach())
-        return {"loss": self.dist.sum(loss_sum) / max(self.dist.sum(tokens), 1.0),
-                "tokens": self.dist.sum(tokens), "skipped_too_long": self.dist.sum(self.batches.skipped)}
+        metrics = {"loss": self.dist.sum(loss_sum) / max(self.dist.sum(tokens), 1.0),
+                   "tokens": self.dist.sum(tokens), "skipped_too_long": self.dist.sum(self.batches.skipped)}
+        if self.replay is not None:
+            metrics["replay_loss"] = self.dist.sum(replay_sum) / self.dist.world
+        return metrics
+
+    def replay_loss(self, step: int) -> Any:
+        """Mean answer NLL of this step's replayed pretraining questions on this rank (each answer weighs the
+        same, as in pretraining; DDP's gradient mean makes it the mean over ranks)."""
+        from videor4.training.micro_base import per_answer_loss
+
+        encoded = self.replay.batch(step, self.accelerator.process_index)
+        batch, mask = batch_inputs([(e.input_ids, e.loss_mask, e.images) for e in encoded], self.processor)
+        batch, mask = to_device(batch, self.accelerator.device), mask.to(self.accelerator.device)
+        return per_answer_loss(token_logprobs(self.model, batch), mask[:, 1:])

@@ -50,6 +50,8 @@ def test_rows_are_cut_from_the_recipe(bench, tmp_path: Path) -> None:
     batch = full[0].sft.per_device_batch_size * full[0].sft.gradient_accumulation_steps
     same_compute = math.ceil(full[0].sft.num_epochs * 30 / batch) + math.ceil(full[2].sft.num_epochs * 50 / batch)
     assert recipes["no_tools"].stages[0].sft.max_steps == same_compute
+    # ...and replays the base's pretraining questions as the curriculum's SFT stages do
+    assert full[0].sft.replay is not None and recipes["no_tools"].stages[0].sft.replay == full[0].sft.replay
 
 
 def test_paired_margin_and_its_standard_error(bench) -> None:
@@ -93,3 +95,26 @@ def test_crops_on_target_counts_only_crops_that_hold_the_answer(bench, tmp_path:
     assert bench.crops_on_target(transcript, root) == (4, 1)
     transcript["video_id"] = "8"  # no precomputed OCR: crops are counted, none is known to hold the answer
     assert bench.crops_on_target(transcript, root) == (4, 0)
+
+
+def test_gold_view_columns_and_their_cache(bench, tmp_path: Path) -> None:
+    """The probe's counts reach the table as "reads / of" and "boxes / of"; the no-tool row and a run without
+    curated test shards show a dash; a cached probe is read back, not recomputed (no model exists here)."""
+    settings = bench.Settings(out=tmp_path)
+    assert bench.gold_view(settings, "drp_sft") is None  # no curated test shards yet
+    settings.test_shards.mkdir(parents=True)
+    (settings.test_shards / "manifest.json").write_text("{}")
+    assert bench.gold_view(settings, "no_tools") is None
+    cached = {"reads": 37, "read_n": 86, "read_rate": 0.43, "box_iou50": 5, "box_n": 48, "box_rate": 0.104,
+              "box_iou_mean": 0.094}
+    evals = tmp_path / "evals" / f"test-seed{settings.test_seed}"
+    evals.mkdir(parents=True)
+    (evals / "drp_sft.gold_view.json").write_text(json.dumps(cached))
+    assert bench.gold_view(settings, "drp_sft") == cached
+    row = {"acc": 1.5, "anls": 11.5, "well_formed": 100.0, "calls": 1.0, "crop_share": 0.5, "n": 200,
+           "crops_on_target": 0.12, "by_kind": {}}
+    result = {"rows": {name: {**row, "gold_view": cached if name == "drp_sft" else None} for name in bench.ROWS},
+              "scaling": {str(k): 0.0 for k in bench.SCALING_CALLS}, "margins": {}, "seconds": {}, "cpu_seconds": {}}
+    lines = bench.format_table(result).splitlines()
+    assert "| 37/86 | 5/48 |" in next(line for line in lines if "`drp_sft`" in line)
+    assert "| – | – |" in next(line for line in lines if "`no_tools`" in line)

@@ -46,6 +46,40 @@ def test_cot_rows_render_like_the_rollout_builder(toy, tiny_processor) -> None:
     assert sum(enc.images.num_tokens) == enc.input_ids.count(tok.convert_tokens_to_ids("<|image_pad|>"))
 
 
+def test_decision_spans_are_the_calls_values_and_the_answer_where_it_is_written() -> None:
+    """Only a call's tool name and argument numbers, and the answer (also where the turn states it), are
+    decisions; prose, JSON keys and an unterminated call are not."""
+    from videor4.contracts.tool_protocol import decision_spans
+
+    call = ('<think>A sign at the top left in image 2; 3 of them are small.</think>\n<tool_call>\n{"name": "crop", '
+            '"arguments": {"image": 2, "bbox_2d": [0.1, 0.25, 0.5, -1]}}\n</tool_call>')
+    assert [call[a:b] for a, b in decision_spans(call)] == ["crop", "2", "0.1", "0.25", "0.5", "-1"]
+    answer = '<think>Now it reads "47", so 47.</think>\n<answer>47</answer>'
+    assert [answer[a:b] for a, b in decision_spans(answer)] == ["47", "47", "47"]
+    assert decision_spans('<think>no decision</think>\n<tool_call>\n{"name": "clip", "arguments": {"start": 1') == []
+    assert decision_spans("<think>x</think><answer></answer>") == [(24, 24)]
+
+
+def test_decision_weight_weighs_the_decision_tokens_only(toy, tiny_processor) -> None:
+    """``decision_weight`` keeps the token ids and the context mask, and puts the weight exactly on the tokens of
+    the decisions (the gold-view probe finds them this way)."""
+    from videor4.contracts.shard_io import read_stage
+    from videor4.training.sft_trainer import CoTRenderer
+
+    data_root, shards = toy
+    tok = tiny_processor.tokenizer
+    for row in [*read_stage(shards, "drp"), *read_stage(shards, "crp")]:
+        plain = CoTRenderer(tiny_processor, data_root, PROMPT, OPS).encode(row)
+        weighted = CoTRenderer(tiny_processor, data_root, PROMPT, OPS, decision_weight=4.0).encode(row)
+        assert weighted.input_ids == plain.input_ids
+        assert [w > 0 for w in weighted.loss_mask] == [m > 0 for m in plain.loss_mask]
+        assert set(weighted.loss_mask) == {0, 1.0, 4.0}
+        heavy = tok.decode([t for t, w in zip(weighted.input_ids, weighted.loss_mask) if w == 4.0])
+        answer = [m.text for m in row.messages if m.role == "assistant"][-1]
+        final = answer.split("<answer>")[1].split("</answer>")[0]
+        assert heavy.endswith(final) and "name" not in heavy and "think" not in heavy
+
+
 def test_embedded_jpeg_media_are_used_without_the_video(toy, tiny_processor) -> None:
     """With bytes embedded (``--embed-media``) no video is opened: the data root can be absent."""
     import cv2
@@ -170,3 +204,92 @@ def test_freeze_vision_trains_the_language_model_and_merger_only(tiny_model_dir,
     assert frozen == {"encoder": False, "merger": True, "language": True}, frozen
     free = moved(_sft(tiny_model_dir, toy, tmp_path / "free", **cfg).train())
     assert free == {"encoder": True, "merger": True, "language": True}, free
+
+
+def test_replay_trains_on_the_base_pretraining_questions_too(tiny_model_dir, toy, tmp_path) -> None:
+    """``replay``: each step also trains on pretraining questions drawn outside the base's held-out scenes, the
+    same ones for the same step (resumable), other ones on another rank; the weights then differ from plain SFT;
+    a missing question set is a one-line error before training."""
+    import torch
+    from safetensors.torch import load_file
+
+    from videor4.contracts.errors import UserError
+    from videor4.curation.micro_data import write_pretrain_set
+    from videor4.training.micro_base import ReplayQuestions, held_out_scenes, load_pretrain_set
+    from videor4.training.stage_trainer import read_metrics
+
+    write_pretrain_set(tmp_path / "pre", 30, 4, workers=1)
+    data_root, _ = toy
+    replay = ReplayQuestions(tmp_path / "pre", None, per_step=6, seed=1, held_out=0.2, held_out_seed=0)
+    held = held_out_scenes(load_pretrain_set(tmp_path / "pre"), 0.2, 0)
+    draws = [replay.draw(s, r) for s in range(20) for r in range(2)]
+    assert all(q["scene"] not in held for d in draws for q in d) and all(len(d) == 6 for d in draws)
+    assert replay.draw(3, 0) == replay.draw(3, 0) and replay.draw(3, 0) != replay.draw(3, 1)
+
+    cfg = dict(max_steps=3, per_device_batch_size=2, bucket_window=4, lr_scheduler="constant")
+    on = {"questions": str(tmp_path / "pre"), "per_step": 4}
+    with_replay = _sft(tiny_model_dir, toy, tmp_path / "replay", replay=on, **cfg).train()
+    plain = _sft(tiny_model_dir, toy, tmp_path / "plain", **cfg).train()
+    logged = read_metrics(tmp_path / "replay")
+    assert len(logged) == 3 and all(np.isfinite(m["replay_loss"]) and m["replay_loss"] > 0 for m in logged)
+    a, b = load_file(with_replay / "model.safetensors"), load_file(plain / "model.safetensors")
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(UserError, match="no pretraining images"):
+        _sft(tiny_model_dir, toy, tmp_path / "bad", replay={"questions": "nowhere.npz"}, **cfg)
+    assert not (data_root / "nowhere.npz").exists()
+
+
+def test_gold_view_probe_tells_a_model_that_reads_from_one_that_does_not(tiny_model_dir, tiny_processor, toy,
+                                                                         tmp_path) -> None:
+    """The teacher-forced probe of ``training/gold_view_probe``. Its bookkeeping, with stand-in models that write
+    the gold trajectory token for token (everything counts) or everything but the decisions (nothing counts); then
+    real models: the random tiny model reads no gold view and writes no gold box (it must say no), and after SFT on
+    the toy trajectories it reads some. Counts are of the rows that call a tool (reading) and of those whose first
+    call is a crop (box)."""
+    import torch
+
+    from videor4.contracts.shard_io import read_stage
+    from videor4.training.gold_view_probe import probe_gold_trajectories, probe_model
+    from videor4.training.sft_trainer import CoTRenderer
+
+    data_root, shards = toy
+    rows = [*read_stage(shards, "drp"), *read_stage(shards, "crp")]
+    calling = [r for r in rows if any("<tool_call>" in m.text for m in r.messages if m.role == "assistant")]
+    crop_first = [r for r in calling if '"crop"' in next(m.text for m in r.messages if m.role == "assistant")]
+    assert crop_first
+    renderer = CoTRenderer(tiny_processor, data_root, PROMPT, OPS, decision_weight=2.0)
+    vocab = len(tiny_processor.tokenizer)
+    decisions = {tuple(e.input_ids): [w == 2.0 for w in e.loss_mask] for e in map(renderer.encode, rows)}
+
+    class Scripted(torch.nn.Module):
+        """Stand-in for a model (the probe's counting is under test): at each position the logits pick the gold
+        next token, or, with ``miss_decisions``, a wrong one wherever the next token is a decision."""
+
+        def __init__(self, miss_decisions: bool):
+            super().__init__()
+            self.miss = miss_decisions
+
+        def forward(self, input_ids, **_):
+            ids = input_ids[0].tolist()  # one conversation per batch: no padding
+            flags = decisions[tuple(ids)]
+            logits = torch.zeros(1, len(ids), vocab)
+            for i in range(len(ids) - 1):
+                nxt = ids[i + 1]
+                logits[0, i, (nxt + 1) % vocab if self.miss and flags[i + 1] else nxt] = 1.0
+            return type("Out", (), {"logits": logits})()
+
+    processor = tiny_processor
+    stages = ("drp", "crp")
+    perfect = probe_model(Scripted(False), processor, shards, data_root, stages)
+    assert (perfect["reads"], perfect["read_n"]) == (len(calling), len(calling))
+    assert (perfect["box_iou50"], perfect["box_n"]) == (len(crop_first), len(crop_first))
+    blind = probe_model(Scripted(True), processor, shards, data_root, stages)
+    assert blind["reads"] == 0 and blind["box_iou50"] == 0 and blind["box_n"] == len(crop_first)
+
+    before = probe_gold_trajectories(tiny_model_dir, shards, data_root, stages=stages)
+    assert before["reads"] == 0 and before["box_iou50"] == 0
+    fitted = _sft(tiny_model_dir, toy, tmp_path / "fit", max_steps=40, per_device_batch_size=len(rows),
+                  bucket_window=len(rows), lr_scheduler="constant").train()
+    after = probe_gold_trajectories(fitted, shards, data_root, stages=stages)
+    assert after["reads"] > 0, after
+
