@@ -14,6 +14,8 @@ import argparse
 import contextlib
 import importlib
 import importlib.util
+import io
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -74,14 +76,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _library_logs_to_stderr() -> None:
-    """Keep stdout for the command's report. DeepSpeed, which transformers and accelerate import whenever it is
-    installed, logs through a handler on *stdout* that it creates at import, and on a machine without a GPU it
-    warns "Setting accelerator to CPU" there, so ``videor4 train … | jq`` read a log line before the JSON.
-    Importing it once with stdout pointed at stderr binds that handler to stderr for the whole process."""
+    """Keep stdout for the command's report and stderr for its one-line errors. DeepSpeed, which transformers and
+    accelerate import whenever it is installed, logs through a handler on *stdout* that it creates at import, and
+    on a machine without a GPU its import warns "Setting accelerator to CPU" there, so ``videor4 train … | jq``
+    read a log line before the JSON. It is imported here once: that import-time notice is dropped (running on CPU
+    is what the user asked for), and its handler is pointed at stderr for whatever it logs later."""
     if importlib.util.find_spec("deepspeed") is None:
         return
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(io.StringIO()):
         import deepspeed  # noqa: F401
+    for handler in logging.getLogger("DeepSpeed").handlers:
+        if type(handler) is logging.StreamHandler:
+            handler.setStream(_CurrentStderr())
+
+
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is when a record is written (as logging's own last-resort handler does), not the
+    stream of the moment the handler was set: a caller that swaps stderr (pytest's capture, a redirect) and closes
+    its stream later must not leave DeepSpeed writing to a closed file."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 if __name__ == "__main__":  # pragma: no cover
