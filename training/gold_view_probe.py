@@ -16,15 +16,13 @@ Used by ``make bench-learning`` (a column per row) and, for any checkpoint, from
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
-from videor4.contracts.boxes import box_iou
 from videor4.contracts.errors import UserError
+from videor4.contracts.tool_protocol import ToolCall, parse_tool_calls
 
 _MARK = 2.0  # decision tokens are found by encoding with this decision weight (any value ≠ 1 marks them)
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 def probe_gold_trajectories(model_dir: str | Path, shards_dir: str | Path, data_root: str | Path | None,
@@ -47,6 +45,7 @@ def probe_model(model: Any, processor: Any, shards_dir: str | Path, data_root: s
 
     from videor4.contracts.shard_io import read_manifest, read_training_rows
     from videor4.contracts.view import view_from_manifest
+    from videor4.training.micro_base import answer_box_iou
     from videor4.training.sft_trainer import CoTRenderer
     from videor4.training.stage_trainer import batch_inputs
 
@@ -74,14 +73,13 @@ def probe_model(model: Any, processor: Any, shards_dir: str | Path, data_root: s
         if span:
             read_n += 1
             reads += all(predicted[i] == ids[i] for i in span)
-        first_turn = _first_turn(turns, len(ids))
-        first_call = [i for i in first_turn if w[i] == _MARK]
-        if first_call and '"name": "crop"' in processor.tokenizer.decode([ids[i] for i in first_turn]):
-            a, b = first_call[0], first_call[-1] + 1
-            gold = _box(processor.tokenizer.decode(ids[a:b]))
-            mine = _box(processor.tokenizer.decode([predicted[i] if w[i] == _MARK else ids[i] for i in range(a, b)]))
-            if gold is not None:
-                ious.append(box_iou(gold, mine) if mine is not None else 0.0)
+        calls = parse_tool_calls(next(m.text for m in row.messages if m.role == "assistant"))
+        first_call = [i for i in _first_turn(turns, len(ids)) if w[i] == _MARK]
+        if first_call and isinstance(calls[0], ToolCall) and calls[0].name == "crop":
+            a, b = first_call[0], first_call[-1] + 1  # from the tool's name to the box's last number
+            gold = processor.tokenizer.decode(ids[a:b]).split("bbox_2d")[-1]
+            mine = processor.tokenizer.decode([predicted[i] if w[i] == _MARK else ids[i] for i in range(a, b)])
+            ious.append(answer_box_iou(gold, mine.split("bbox_2d")[-1]))
     return {"reads": reads, "read_n": read_n, "read_rate": round(reads / max(read_n, 1), 3),
             "box_iou50": int(sum(i >= 0.5 for i in ious)), "box_n": len(ious),
             "box_rate": round(float(np.mean([i >= 0.5 for i in ious])) if ious else 0.0, 3),
@@ -103,7 +101,3 @@ def _first_turn(turns: list[int], end: int) -> range:
     """Token positions of the first assistant turn (the third ``<|im_start|>``: system, question, assistant)."""
     return range(turns[2], turns[3] if len(turns) > 3 else end) if len(turns) > 2 else range(0)
 
-
-def _box(text: str) -> tuple[float, float, float, float] | None:
-    numbers = [float(x) for x in _NUMBER.findall(text.split("bbox_2d")[-1])] if "bbox_2d" in text else []
-    return tuple(numbers[:4]) if len(numbers) >= 4 else None  # type: ignore[return-value]

@@ -130,8 +130,8 @@ class ReplayQuestions:
 
     Why: SFT on a few hundred trajectories trains the protocol's wording, nearly every token of its loss, and the
     base's reading is lost (micro benchmark: after DRP-SFT the model reads the gold view of 8 of 86 held-out
-    trajectories, with replay 37). The draw of step ``s`` on rank ``r`` is a pure function of ``(seed, s, r)``, so a resumed run replays
-    the same questions; the base's held-out scenes are never replayed."""
+    trajectories, with replay 37). The draw of step ``s`` on rank ``r`` is a pure function of ``(seed, s, r)``,
+    so a resumed run replays the same questions; the base's held-out scenes are never replayed."""
 
     def __init__(self, questions: str | Path, processor: Any, *, per_step: int, seed: int, held_out: float,
                  held_out_seed: int, data_root: str | Path | None = None):
