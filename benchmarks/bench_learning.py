@@ -56,6 +56,7 @@ class Settings:
     train: int = 1500
     test: int = 500
     pretrain_scenes: int = 300
+    text_steps: int = 0
     vision_steps: int = 800
     language_steps: int = 1200
     jobs: int = 2
@@ -195,7 +196,8 @@ def build_jobs(s: Settings) -> list[Job]:
             "micro-data", "--out", str(s.test_root), "--seed", str(s.test_seed), "--train", "0", "--test",
             str(s.test), "--workers", "1")),
         Job("base", "base", [data_done], base / "videor4_micro_base.json", videor4(
-            "micro-model", "--out", str(base), "--pretrain", str(s.data), "--vision-steps", str(s.vision_steps),
+            "micro-model", "--out", str(base), "--pretrain", str(s.data), "--text-steps", str(s.text_steps),
+            "--vision-steps", str(s.vision_steps),
             "--language-steps", str(s.language_steps), "--seed", str(s.seed))),
         Job("curate", "curate", [data_done], s.shards / "manifest.json", videor4(
             "curate", "--data-root", str(s.data), "--split", "microtrain", "--config", "micro", "--out",
@@ -464,7 +466,7 @@ def report(s: Settings) -> dict[str, Any]:
                            for k in SCALING_CALLS},
         "settings": {"seed": s.seed, "test_seed": s.test_seed, "train_questions": s.train,
                      "test_questions": s.test, "pretrain_scenes": s.pretrain_scenes,
-                     "vision_steps": s.vision_steps, "language_steps": s.language_steps,
+                     "text_steps": s.text_steps, "vision_steps": s.vision_steps, "language_steps": s.language_steps,
                      "recipe": s.recipe, "overrides": s.overrides, "jobs": s.jobs},
         "curation": _curation_stats(s),
     }
@@ -496,8 +498,8 @@ def _curation_stats(s: Settings) -> dict[str, Any]:
 
 def format_table(result: dict[str, Any]) -> str:
     lines = ["| row | Acc | ANLS | well-formed % | calls / question | crop share | crops on the answer | "
-             "reads the gold view | gold first box | crop / clip / clip+crop Acc | n |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+             "restates the question | reads the gold view | gold first box | crop / clip / clip+crop Acc | n |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for name in ROWS:
         r = result["rows"][name]
         kinds = " / ".join(f"{r['by_kind'].get(k, 0):.1f}" for k in ("crop", "clip", "clip+crop"))
@@ -505,9 +507,10 @@ def format_table(result: dict[str, Any]) -> str:
         on = "–" if r.get("crops_on_target") is None else f"{r['crops_on_target']:.2f}"
         g = r.get("gold_view")
         reads = "–" if not g else f"{g['reads']}/{g['read_n']}"
+        restates = "–" if not g or not g.get("restate_n") else f"{g['restates']}/{g['restate_n']}"
         box = "–" if not g or not g["box_n"] else f"{g['box_iou50']}/{g['box_n']}"
         lines.append(f"| {ROW_TITLES[name]} (`{name}`) | {r['acc']:.1f} | {r['anls']:.1f} | {r['well_formed']:.1f} | "
-                     f"{r['calls']:.2f} | {share} | {on} | {reads} | {box} | {kinds} | {r['n']} |")
+                     f"{r['calls']:.2f} | {share} | {on} | {restates} | {reads} | {box} | {kinds} | {r['n']} |")
     lines += ["", "| calls allowed | " + " | ".join(str(k) for k in SCALING_CALLS) + " |",
               "|---|" + "---:|" * len(SCALING_CALLS),
               "| Acc of the full model | " + " | ".join(f"{result['scaling'][str(k)]:.1f}" for k in SCALING_CALLS)
@@ -569,6 +572,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--train", type=int, default=1500, help="training questions")
     p.add_argument("--test", type=int, default=500, help="test questions")
     p.add_argument("--pretrain-scenes", type=int, default=300, help="scenes of the base model's pretraining images")
+    p.add_argument("--text-steps", type=int, default=0, help="micro-model text pretraining steps (copying)")
     p.add_argument("--vision-steps", type=int, default=800, help="micro-model vision pretraining steps")
     p.add_argument("--language-steps", type=int, default=1200, help="micro-model language alignment steps")
     p.add_argument("--jobs", type=int, default=2, help="processes at a time (one torch thread each)")
@@ -581,7 +585,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     test_seed = a.test_seed if a.test_seed is not None else int(os.environ.get("TEST_SEED", a.seed))
     overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in a.set)}
     return Settings(out=a.out, seed=a.seed, test_seed=test_seed, train=a.train, test=a.test,
-                    pretrain_scenes=a.pretrain_scenes, vision_steps=a.vision_steps,
+                    pretrain_scenes=a.pretrain_scenes, text_steps=a.text_steps, vision_steps=a.vision_steps,
                     language_steps=a.language_steps, jobs=a.jobs,
                     eval_batch=a.eval_batch, recipe=a.recipe, overrides=overrides)
 

@@ -9,7 +9,11 @@ answers in, and measures that as much as the skill):
   first :func:`~videor4.contracts.tool_protocol.decision_spans` span of that turn); the model reads it when the
   argmax at every token of that span is the gold token;
 - **first box IoU ≥ 0.5**: the first call's box written token by token (each number's digits predicted from the
-  gold prefix) against the gold box, for trajectories whose first call is a crop.
+  gold prefix) against the gold box, for trajectories whose first call is a crop (a first clip's window is not
+  scored: the gold reasoning states the window before the call, so teacher forcing would score copying);
+- **restates the question**: the first turn restates the question (``The question asks: …``); every token of that
+  copy predicted right. It is copying from the context, which a pretrained LLM does before any VQA training and a
+  random-init model does not (micro benchmark, DRP-SFT with replay: the question's colour in 10 of 70).
 
 Used by ``make bench-learning`` (a column per row) and, for any checkpoint, from Python.
 """
@@ -28,8 +32,8 @@ _MARK = 2.0  # decision tokens are found by encoding with this decision weight (
 def probe_gold_trajectories(model_dir: str | Path, shards_dir: str | Path, data_root: str | Path | None,
                             stages: tuple[str, ...] = ("drp",), limit: int = 200) -> dict[str, Any]:
     """Teacher-forced reading and grounding of ``model_dir`` on up to ``limit`` CoT rows of ``stages`` that call
-    a tool; returns counts and rates (``reads``, ``read_n``, ``read_rate``, ``box_iou50``, ``box_n``,
-    ``box_rate``, ``box_iou_mean``)."""
+    a tool; returns counts and rates (``reads``, ``read_n``, ``read_rate``; ``box_iou50``, ``box_n``,
+    ``box_rate``, ``box_iou_mean`` for first crops; ``restates``, ``restate_n``, ``restate_rate``)."""
     from videor4.training.stage_trainer import load_policy
 
     model, processor = load_policy(model_dir)
@@ -59,7 +63,8 @@ def probe_model(model: Any, processor: Any, shards_dir: str | Path, data_root: s
     model.eval()
     renderer = CoTRenderer(processor, data_root, view.prompt, view.ops, decision_weight=_MARK)
     start = processor.tokenizer.convert_tokens_to_ids("<|im_start|>")
-    reads, read_n, ious = 0, 0, []
+    reads, read_n, restates, restate_n = 0, 0, 0, 0
+    box: list[float] = []
     for row in rows:
         enc = renderer.encode(row)
         ids, w = enc.input_ids, enc.loss_mask
@@ -69,6 +74,11 @@ def probe_model(model: Any, processor: Any, shards_dir: str | Path, data_root: s
         with torch.no_grad():
             argmax = model(**batch, use_cache=False).logits[0].argmax(-1).tolist()
         predicted = [argmax[off + i - 1] for i in range(len(ids))]  # the model's token at position i
+        copy = _find(ids, processor.tokenizer.encode(" " + row.question, add_special_tokens=False),
+                     _first_turn(turns, len(ids)))
+        if copy:
+            restate_n += 1
+            restates += all(predicted[i] == ids[i] for i in copy)
         span = _first_run(w, turns[-1], len(ids))
         if span:
             read_n += 1
@@ -79,11 +89,20 @@ def probe_model(model: Any, processor: Any, shards_dir: str | Path, data_root: s
             a, b = first_call[0], first_call[-1] + 1  # from the tool's name to the box's last number
             gold = processor.tokenizer.decode(ids[a:b]).split("bbox_2d")[-1]
             mine = processor.tokenizer.decode([predicted[i] if w[i] == _MARK else ids[i] for i in range(a, b)])
-            ious.append(answer_box_iou(gold, mine.split("bbox_2d")[-1]))
+            box.append(answer_box_iou(gold, mine.split("bbox_2d")[-1]))
     return {"reads": reads, "read_n": read_n, "read_rate": round(reads / max(read_n, 1), 3),
-            "box_iou50": int(sum(i >= 0.5 for i in ious)), "box_n": len(ious),
-            "box_rate": round(float(np.mean([i >= 0.5 for i in ious])) if ious else 0.0, 3),
-            "box_iou_mean": round(float(np.mean(ious)) if ious else 0.0, 3)}
+            "box_iou50": int(sum(i >= 0.5 for i in box)), "box_n": len(box),
+            "box_rate": round(float(np.mean([i >= 0.5 for i in box])) if box else 0.0, 3),
+            "box_iou_mean": round(float(np.mean(box)) if box else 0.0, 3),
+            "restates": restates, "restate_n": restate_n, "restate_rate": round(restates / max(restate_n, 1), 3)}
+
+
+def _find(ids: list[int], needle: list[int], where: range) -> list[int]:
+    """Positions of the first occurrence of ``needle`` in ``ids`` inside ``where``, or []."""
+    for i in where:
+        if i + len(needle) <= where.stop and ids[i:i + len(needle)] == needle:
+            return list(range(i, i + len(needle)))
+    return []
 
 
 def _first_run(weights: list[float], begin: int, end: int) -> list[int]:

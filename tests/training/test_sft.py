@@ -245,17 +245,19 @@ def test_gold_view_probe_tells_a_model_that_reads_from_one_that_does_not(tiny_mo
     the gold trajectory token for token (everything counts) or everything but the decisions (nothing counts); then
     real models: the random tiny model reads no gold view and writes no gold box (it must say no), and after SFT on
     the toy trajectories it reads some. Counts are of the rows that call a tool (reading) and of those whose first
-    call is a crop (box)."""
+    call is a crop (box); the toy rows do not restate their question, so no restatement is scored."""
     import torch
 
     from videor4.contracts.shard_io import read_stage
-    from videor4.training.gold_view_probe import probe_gold_trajectories, probe_model
+    from videor4.contracts.tool_protocol import parse_tool_calls
+    from videor4.training.gold_view_probe import _find, probe_gold_trajectories, probe_model
     from videor4.training.sft_trainer import CoTRenderer
 
     data_root, shards = toy
     rows = [*read_stage(shards, "drp"), *read_stage(shards, "crp")]
     calling = [r for r in rows if any("<tool_call>" in m.text for m in r.messages if m.role == "assistant")]
-    crop_first = [r for r in calling if '"crop"' in next(m.text for m in r.messages if m.role == "assistant")]
+    first = [parse_tool_calls(next(m.text for m in r.messages if m.role == "assistant"))[0].name for r in calling]
+    crop_first = [n for n in first if n == "crop"]
     assert crop_first
     renderer = CoTRenderer(tiny_processor, data_root, PROMPT, OPS, decision_weight=2.0)
     vocab = len(tiny_processor.tokenizer)
@@ -283,6 +285,9 @@ def test_gold_view_probe_tells_a_model_that_reads_from_one_that_does_not(tiny_mo
     perfect = probe_model(Scripted(False), processor, shards, data_root, stages)
     assert (perfect["reads"], perfect["read_n"]) == (len(calling), len(calling))
     assert (perfect["box_iou50"], perfect["box_n"]) == (len(crop_first), len(crop_first))
+    assert perfect["restate_n"] == 0  # the toy trajectories do not restate their question: nothing to score
+    assert _find([5, 1, 2, 3, 1, 2], [1, 2], range(3, 6)) == [4, 5]  # the restatement's tokens, inside the turn
+    assert _find([5, 1, 2, 3, 1, 2], [1, 2], range(3, 5)) == [] and _find([1, 2], [9], range(2)) == []
     blind = probe_model(Scripted(True), processor, shards, data_root, stages)
     assert blind["reads"] == 0 and blind["box_iou50"] == 0 and blind["box_n"] == len(crop_first)
 
