@@ -275,8 +275,8 @@ def pretrain_text(model_dir: str | Path, out_dir: str | Path | None = None, *, s
     Why: a pretrained 7B model copies from its context before any VQA training; the micro model from random init
     does not, and nothing in the curriculum teaches it in isolation. Measured after DRP-SFT without this step,
     teacher-forced on the test split's gold trajectories: the colour the question names is restated right 10
-    times in 70 (chance among 8 colours: 1 in 8). Returns the share of held-out sequences copied whole, before and after (seed 0:
-    0 -> 0.875; the loss sits at the unigram plateau for ~850 steps, then falls)."""
+    times in 70 (chance among 8 colours: 1 in 8). Returns the share of held-out sequences copied whole, before
+    and after (seed 0: 0 -> 0.875; the loss sits at the unigram plateau for ~850 steps, then falls)."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
