@@ -74,8 +74,8 @@ def probe_model(model: Any, processor: Any, shards_dir: str | Path, data_root: s
         with torch.no_grad():
             argmax = model(**batch, use_cache=False).logits[0].argmax(-1).tolist()
         predicted = [argmax[off + i - 1] for i in range(len(ids))]  # the model's token at position i
-        copy = _find(ids, processor.tokenizer.encode(" " + row.question, add_special_tokens=False),
-                     _first_turn(turns, len(ids)))
+        first_turn = _first_turn(turns, len(ids))
+        copy = _find(ids, processor.tokenizer.encode(" " + row.question, add_special_tokens=False), first_turn)
         if copy:
             restate_n += 1
             restates += all(predicted[i] == ids[i] for i in copy)
@@ -84,7 +84,7 @@ def probe_model(model: Any, processor: Any, shards_dir: str | Path, data_root: s
             read_n += 1
             reads += all(predicted[i] == ids[i] for i in span)
         calls = parse_tool_calls(next(m.text for m in row.messages if m.role == "assistant"))
-        first_call = [i for i in _first_turn(turns, len(ids)) if w[i] == _MARK]
+        first_call = [i for i in first_turn if w[i] == _MARK]
         if first_call and isinstance(calls[0], ToolCall) and calls[0].name == "crop":
             a, b = first_call[0], first_call[-1] + 1  # from the tool's name to the box's last number
             gold = processor.tokenizer.decode(ids[a:b]).split("bbox_2d")[-1]
