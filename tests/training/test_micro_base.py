@@ -55,14 +55,15 @@ def test_pretraining_teaches_reading_unseen_crops(pretrain_set: Path, tmp_path: 
 
 
 def test_text_pretraining_teaches_copying_and_alignment_keeps_it(pretrain_set: Path, tmp_path: Path) -> None:
-    """The base's first step: random-init, the micro language model copies no repeated token sequence; after text
-    pretraining it copies most held-out ones whole (every repeated token after the first right), and language
-    alignment with copy sequences mixed in keeps that. Weights and sequences from seed 7, never used while the
-    step count was chosen (development seed 0: the loss leaves its plateau after ~850 steps; 0.875 copied after
-    1,500; 0.80 after 1,200 alignment steps with 8 copy sequences each, 0 without). The step is off by default
-    (``--text-steps 0``): DRP-SFT erases the copying again (docs/learning_benchmark.md). ~7 min on 2 cores."""
-    model = build_tiny_model(tmp_path / "base", seed=7, size="micro")
-    text = pretrain_text(model, steps=1500, seed=7)
+    """The base's first step: random-init, a Qwen2.5-VL language model copies no repeated token sequence; after
+    text pretraining it copies most held-out ones whole (every repeated token after the first right), and language
+    alignment with copy sequences mixed in keeps that. On the tiny size, whose induction heads form in ~800 steps
+    for a sixth of the micro model's CPU time (development seed 0: copied 0 until step 600, 0.59 at 800, 0.73 at
+    1,200; the micro model, ``micro-model --text-steps``: ~850 steps of plateau, 0.875 after 1,500, ~7 min on 2
+    cores, docs/learning_benchmark.md). Weights and sequences from seed 7, never used while the step count was
+    chosen. ~3 min on 2 cores."""
+    model = build_tiny_model(tmp_path / "base", seed=7, size="tiny")
+    text = pretrain_text(model, steps=1200, seed=7)
     assert text["held_out_copied_before"] <= 0.05, text
     assert text["held_out_copied"] >= 0.5, text
     language = pretrain_language(model, pretrain_set, steps=100, seed=7, kinds=("read_crop",), copy_per_step=8)
