@@ -60,6 +60,9 @@ class ReplayConfig(BaseModel):
     held_out: float = Field(0.1, ge=0, lt=1, description="fraction of scenes never replayed: the base's own "
                             "held-out scenes, so its held-out figures stay unseen")
     held_out_seed: int = Field(0, description="the --seed the base was built with (it picks those scenes)")
+    copy_per_step: int = Field(0, ge=0, description="random token sequences that repeat (micro_base."
+                               "CopySequences) added to every step, for a base built with `micro-model "
+                               "--text-steps`: SFT without them erases its copying from the context; 0 = none")
 
 
 class SFTConfig(OptimConfig):

@@ -128,7 +128,8 @@ class SFTTrainer(StageTrainer):
 
             r = config.replay
             self.replay = ReplayQuestions(r.questions, processor, per_step=r.per_step, seed=config.seed,
-                                          held_out=r.held_out, held_out_seed=r.held_out_seed, data_root=data_root)
+                                          held_out=r.held_out, held_out_seed=r.held_out_seed, data_root=data_root,
+                                          copy_per_step=r.copy_per_step)
         self.accelerator = accelerator or make_accelerator()
         super().__init__(model, processor, config, output_dir, self.accelerator, name)
 
@@ -170,7 +171,7 @@ class SFTTrainer(StageTrainer):
         micro = [self.batches[base + k * world + acc.process_index] for k in range(passes)]
         tokens = sum(sum(e.loss_mask[1:]) for b in micro for e in b)
         norm = self.normalizer(tokens)
-        loss_sum = replay_sum = 0.0
+        loss_sum = replay_sum = copy_sum = 0.0
         for k, examples in enumerate(micro):
             # Every pass runs on every rank (collectives); a pass whose examples were all too long is a
             # zero-weight pass over a short conversation.
@@ -185,23 +186,31 @@ class SFTTrainer(StageTrainer):
                 if self.replay is not None and k == passes - 1:
                     # Added to the step's last pass, not a pass of its own: the number of backward passes (and
                     # so DDP's sync and DeepSpeed's accumulation boundary) stays what the data stream implies.
-                    replay = self.replay_loss(step)
-                    loss = loss + self.sft_config.replay.weight * replay
-                    replay_sum = float(replay.detach())
+                    replay, copy = self.replay_loss(step)
+                    loss = loss + self.sft_config.replay.weight * (replay + copy)
+                    replay_sum, copy_sum = float(replay.detach()), float(copy.detach())
                 self.backward(loss)
             loss_sum += float(nll.detach())
         metrics = {"loss": self.dist.sum(loss_sum) / max(self.dist.sum(tokens), 1.0),
                    "tokens": self.dist.sum(tokens), "skipped_too_long": self.dist.sum(self.batches.skipped)}
         if self.replay is not None:
             metrics["replay_loss"] = self.dist.sum(replay_sum) / self.dist.world
+            if self.replay.copies is not None:
+                metrics["replay_copy_loss"] = self.dist.sum(copy_sum) / self.dist.world
         return metrics
 
-    def replay_loss(self, step: int) -> Any:
+    def replay_loss(self, step: int) -> tuple[Any, Any]:
         """Mean answer NLL of this step's replayed pretraining questions on this rank (each answer weighs the
-        same, as in pretraining; DDP's gradient mean makes it the mean over ranks)."""
-        from videor4.training.micro_base import per_answer_loss
+        same, as in pretraining; DDP's gradient mean makes it the mean over ranks), and the loss on the repeats
+        of its copy sequences (0 when none are replayed)."""
+        from videor4.training.micro_base import copy_loss, per_answer_loss
 
-        encoded = self.replay.batch(step, self.accelerator.process_index)
+        rank, device = self.accelerator.process_index, self.accelerator.device
+        encoded = self.replay.batch(step, rank)
         batch, mask = batch_inputs([(e.input_ids, e.loss_mask, e.images) for e in encoded], self.processor)
-        batch, mask = to_device(batch, self.accelerator.device), mask.to(self.accelerator.device)
-        return per_answer_loss(token_logprobs(self.model, batch), mask[:, 1:])
+        batch, mask = to_device(batch, device), mask.to(device)
+        replay = per_answer_loss(token_logprobs(self.model, batch), mask[:, 1:])
+        copies = self.replay.copy_batch(step, rank)
+        if copies is None:
+            return replay, replay.new_zeros(())
+        return replay, copy_loss(self.model, tuple(t.to(device) for t in copies))[0]

@@ -206,10 +206,11 @@ def test_freeze_vision_trains_the_language_model_and_merger_only(tiny_model_dir,
     assert free == {"encoder": True, "merger": True, "language": True}, free
 
 
-def test_replay_trains_on_the_base_pretraining_questions_too(tiny_model_dir, toy, tmp_path) -> None:
+def test_replay_trains_on_the_base_pretraining_questions_too(tiny_model_dir, tiny_processor, toy, tmp_path) -> None:
     """``replay``: each step also trains on pretraining questions drawn outside the base's held-out scenes, the
     same ones for the same step (resumable), other ones on another rank; the weights then differ from plain SFT;
-    a missing question set is a one-line error before training."""
+    ``copy_per_step`` adds copy sequences (same rule of draw) with a loss of their own; a missing question set is a
+    one-line error before training."""
     import torch
     from safetensors.torch import load_file
 
@@ -234,6 +235,18 @@ def test_replay_trains_on_the_base_pretraining_questions_too(tiny_model_dir, toy
     assert len(logged) == 3 and all(np.isfinite(m["replay_loss"]) and m["replay_loss"] > 0 for m in logged)
     a, b = load_file(with_replay / "model.safetensors"), load_file(plain / "model.safetensors")
     assert any(not torch.equal(a[k], b[k]) for k in a)
+    assert "replay_copy_loss" not in logged[0]
+    # copy sequences replayed too (a base built with --text-steps): their own loss, logged, and other weights
+    copying = _sft(tiny_model_dir, toy, tmp_path / "copy", replay={**on, "copy_per_step": 3}, **cfg).train()
+    logged = read_metrics(tmp_path / "copy")
+    assert all(np.isfinite(m["replay_copy_loss"]) and m["replay_copy_loss"] > 0 for m in logged)
+    c = load_file(copying / "model.safetensors")
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+    copies = ReplayQuestions(tmp_path / "pre", tiny_processor, per_step=6, seed=1, held_out=0.2,
+                             held_out_seed=0, copy_per_step=3)
+    first, again, other = copies.copy_batch(5, 0), copies.copy_batch(5, 0), copies.copy_batch(5, 1)
+    assert first[0].shape[0] == 3 and torch.equal(first[0], again[0]) and not torch.equal(first[0], other[0])
+    assert replay.copy_batch(5, 0) is None
     with pytest.raises(UserError, match="no pretraining images"):
         _sft(tiny_model_dir, toy, tmp_path / "bad", replay={"questions": "nowhere.npz"}, **cfg)
     assert not (data_root / "nowhere.npz").exists()
