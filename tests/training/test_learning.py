@@ -29,6 +29,10 @@ import pytest
 
 from videor4.contracts.tool_protocol import TOOL_SCHEMAS, ToolCall, parse_tool_calls
 
+# The module's fixture trains and evaluates for ~10-15 min on 2 cores, near pytest's 900 s default (pyproject): the
+# limit is for hangs, and each command it runs has a timeout of its own (_videor4).
+pytestmark = pytest.mark.timeout(2400)
+
 SEED = 23  # never used while the recipe below was chosen (that was seed 5)
 RECIPE = """
 name: learning-check
