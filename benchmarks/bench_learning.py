@@ -98,9 +98,14 @@ def _set(tree: dict, dotted: str, value: Any) -> None:
 def write_recipes(s: Settings) -> dict[str, Path]:
     """The bundled micro-cpu recipe and the ablations cut from it (same hyper-parameters, fewer stages)."""
     from videor4.training.curriculum import resolve_recipe_path
+    from videor4.training.micro_base import COPY_PER_STEP
 
     # A JSON round trip unshares YAML anchors (`sft: *sft`): an override of one stage must not change another.
     base = json.loads(json.dumps(yaml.safe_load(resolve_recipe_path(s.recipe).read_text(encoding="utf-8"))))
+    if s.text_steps:  # a base that learned to copy: SFT replays copy sequences, or it erases the copying
+        for st in base["stages"]:
+            if st["kind"] == "sft" and st["sft"].get("replay"):
+                st["sft"]["replay"].setdefault("copy_per_step", COPY_PER_STEP)
     for dotted, value in s.overrides.items():
         _set(base, dotted, value)
     stages = {st["name"]: st for st in base["stages"]}
@@ -572,7 +577,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--train", type=int, default=1500, help="training questions")
     p.add_argument("--test", type=int, default=500, help="test questions")
     p.add_argument("--pretrain-scenes", type=int, default=300, help="scenes of the base model's pretraining images")
-    p.add_argument("--text-steps", type=int, default=0, help="micro-model text pretraining steps (copying)")
+    p.add_argument("--text-steps", type=int, default=0,
+                   help="micro-model text pretraining steps (copying; the SFT stages then replay copy sequences too)")
     p.add_argument("--vision-steps", type=int, default=800, help="micro-model vision pretraining steps")
     p.add_argument("--language-steps", type=int, default=1200, help="micro-model language alignment steps")
     p.add_argument("--jobs", type=int, default=2, help="processes at a time (one torch thread each)")

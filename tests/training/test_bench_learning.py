@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from videor4.training.curriculum import load_recipe
+from videor4.training.micro_base import COPY_PER_STEP
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,6 +53,11 @@ def test_rows_are_cut_from_the_recipe(bench, tmp_path: Path) -> None:
     assert recipes["no_tools"].stages[0].sft.max_steps == same_compute
     # ...and replays the base's pretraining questions as the curriculum's SFT stages do
     assert full[0].sft.replay is not None and recipes["no_tools"].stages[0].sft.replay == full[0].sft.replay
+    assert full[0].sft.replay.copy_per_step == 0  # the default base has no text step: nothing to keep
+    # a base with the text step: every SFT stage replays copy sequences too, or SFT erases the copying
+    settings.text_steps = 1500
+    text = load_recipe(bench.write_recipes(settings)["full"]).stages
+    assert [s.sft.replay.copy_per_step for s in text if s.kind == "sft"] == [COPY_PER_STEP, COPY_PER_STEP]
 
 
 def test_paired_margin_and_its_standard_error(bench) -> None:
