@@ -13,7 +13,8 @@ Batches: examples are shuffled per epoch, sorted by length within windows of ``b
 into micro-batches (less padding), and micro-batches are shuffled within their window. A step's loss is the
 token mean over all its micro-batches on all ranks, so ``gradient_accumulation_steps`` and the number of GPUs
 change memory and speed, not the objective. With ``replay`` set, each step also trains on a few of the base's
-own pretraining questions (:class:`videor4.training.micro_base.ReplayQuestions`), so SFT keeps what it could do.
+own pretraining questions (:class:`videor4.training.micro_base.ReplayQuestions`), so SFT keeps what it could do;
+with ``first_turns_per_step``, on the first turns of a few of its own rows (:func:`first_turn`).
 """
 
 from __future__ import annotations
@@ -67,6 +68,14 @@ class CoTRenderer:
     def encode(self, row: CoTRow) -> EncodedChat:
         chat, _ = shard_messages_to_chat(row.messages)
         return encode_chat(self.processor, chat, self.images(row), decision_weight=self.decision_weight)
+
+
+def first_turn(row: CoTRow) -> CoTRow:
+    """``row`` cut after its first assistant turn: the question, the initial frames and the first decision."""
+    k = next((i for i, m in enumerate(row.messages) if m.role == "assistant"), None)
+    if k is None:
+        raise UserError(f"{row.sample_id}: a CoT row without an assistant turn")
+    return row.model_copy(update={"messages": row.messages[: k + 1]})
 
 
 class BucketedBatches:
@@ -171,7 +180,7 @@ class SFTTrainer(StageTrainer):
         micro = [self.batches[base + k * world + acc.process_index] for k in range(passes)]
         tokens = sum(sum(e.loss_mask[1:]) for b in micro for e in b)
         norm = self.normalizer(tokens)
-        loss_sum = replay_sum = copy_sum = 0.0
+        loss_sum = replay_sum = copy_sum = first_sum = 0.0
         for k, examples in enumerate(micro):
             # Every pass runs on every rank (collectives); a pass whose examples were all too long is a
             # zero-weight pass over a short conversation.
@@ -183,21 +192,47 @@ class SFTTrainer(StageTrainer):
                 logp = token_logprobs(self.model, batch)
                 nll = -(logp * mask[:, 1:]).sum() * weight
                 loss = nll / norm
+                # Replay and first turns are added to the step's last pass, not passes of their own: the number
+                # of backward passes (and so DDP's sync and DeepSpeed's accumulation boundary) stays what the
+                # data stream implies.
                 if self.replay is not None and k == passes - 1:
-                    # Added to the step's last pass, not a pass of its own: the number of backward passes (and
-                    # so DDP's sync and DeepSpeed's accumulation boundary) stays what the data stream implies.
                     replay, copy = self.replay_loss(step)
                     loss = loss + self.sft_config.replay.weight * (replay + copy)
                     replay_sum, copy_sum = float(replay.detach()), float(copy.detach())
+                if self.sft_config.first_turns_per_step and k == passes - 1:
+                    first = self.first_turn_loss(step)
+                    loss = loss + first
+                    first_sum = float(first.detach())
                 self.backward(loss)
             loss_sum += float(nll.detach())
         metrics = {"loss": self.dist.sum(loss_sum) / max(self.dist.sum(tokens), 1.0),
                    "tokens": self.dist.sum(tokens), "skipped_too_long": self.dist.sum(self.batches.skipped)}
+        if self.sft_config.first_turns_per_step:
+            metrics["first_turn_loss"] = self.dist.sum(first_sum) / self.dist.world
         if self.replay is not None:
             metrics["replay_loss"] = self.dist.sum(replay_sum) / self.dist.world
             if self.replay.copies is not None:
                 metrics["replay_copy_loss"] = self.dist.sum(copy_sum) / self.dist.world
         return metrics
+
+    def first_turn_draw(self, step: int, rank: int) -> list[int]:
+        """Rows whose first turns step ``step`` adds on ``rank``: a pure function of (seed, step, rank), so a
+        resumed run draws the same ones and ranks draw different ones."""
+        rng = np.random.default_rng([self.sft_config.seed, 3, step, rank])
+        n = min(self.sft_config.first_turns_per_step, len(self.rows))
+        return sorted(int(i) for i in rng.choice(len(self.rows), n, replace=False))
+
+    def first_turn_loss(self, step: int) -> Any:
+        """Token-mean NLL of this step's first turns on this rank (:func:`first_turn`). Why: the first turn is
+        the decision of where to look, one turn in a trajectory's several; on the micro benchmark whole-trajectory
+        SFT leaves the first box at its prior (the same digits whatever position the reasoning names), and the
+        same turns trained alone teach it (docs/learning_benchmark.md)."""
+        rank, device = self.accelerator.process_index, self.accelerator.device
+        encoded = [self.renderer.encode(first_turn(self.rows[i])) for i in self.first_turn_draw(step, rank)]
+        batch, mask = batch_inputs([(e.input_ids, e.loss_mask, e.images) for e in encoded], self.processor)
+        batch, mask = to_device(batch, device), mask.to(device)
+        m = mask[:, 1:]
+        return -(token_logprobs(self.model, batch) * m).sum() / m.sum().clamp(min=1)
 
     def replay_loss(self, step: int) -> tuple[Any, Any]:
         """Mean answer NLL of this step's replayed pretraining questions on this rank (each answer weighs the

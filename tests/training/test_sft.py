@@ -311,3 +311,37 @@ def test_gold_view_probe_tells_a_model_that_reads_from_one_that_does_not(tiny_mo
     after = probe_gold_trajectories(fitted, shards, data_root, stages=stages)
     assert after["reads"] > 0, after
 
+
+
+def test_first_turns_train_the_first_decision_of_the_stage_rows_too(tiny_model_dir, toy, tmp_path) -> None:
+    """``first_turns_per_step``: each step also trains on rows cut after their first assistant turn (the same rows
+    for the same step and rank: resumable; other rows on another rank), with a loss of its own; the weights then
+    differ from plain SFT, and the option off draws nothing."""
+    import torch
+    from safetensors.torch import load_file
+
+    from videor4.contracts.errors import UserError
+    from videor4.training.sft_trainer import first_turn
+    from videor4.training.stage_trainer import read_metrics
+
+    cfg = dict(max_steps=3, per_device_batch_size=2, bucket_window=4, lr_scheduler="constant")
+    trainer = _sft(tiny_model_dir, toy, tmp_path / "first", first_turns_per_step=2, **cfg)
+    row = next(r for r in trainer.rows if sum(m.role == "assistant" for m in r.messages) > 1)
+    cut = first_turn(row)
+    assert [m.role for m in cut.messages][-1] == "assistant" and sum(m.role == "assistant" for m in cut.messages) == 1
+    assert cut.messages == row.messages[: len(cut.messages)] and len(cut.messages) < len(row.messages)
+    encoded = trainer.renderer.encode(cut)
+    assert 0 < sum(encoded.loss_mask) < sum(trainer.renderer.encode(row).loss_mask)
+    draws = [trainer.first_turn_draw(s, r) for s in range(10) for r in range(2)]
+    assert all(len(d) == 2 and len(set(d)) == 2 for d in draws)
+    assert trainer.first_turn_draw(4, 0) == trainer.first_turn_draw(4, 0)
+    assert any(trainer.first_turn_draw(s, 0) != trainer.first_turn_draw(s, 1) for s in range(10))
+    final = trainer.train()
+    logged = read_metrics(tmp_path / "first")
+    assert len(logged) == 3 and all(np.isfinite(m["first_turn_loss"]) and m["first_turn_loss"] > 0 for m in logged)
+    plain = _sft(tiny_model_dir, toy, tmp_path / "plain", **cfg).train()
+    assert "first_turn_loss" not in read_metrics(tmp_path / "plain")[0]
+    a, b = load_file(final / "model.safetensors"), load_file(plain / "model.safetensors")
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(UserError, match="without an assistant turn"):
+        first_turn(row.model_copy(update={"messages": [m for m in row.messages if m.role != "assistant"]}))
