@@ -77,7 +77,7 @@ class SFTConfig(OptimConfig):
         0, ge=0, description="conversations of the stage cut after their first assistant turn (the first "
         "decision: where to look) added to every step on each device, their loss a token mean of their own; "
         "measured on the micro benchmark, whole-trajectory SFT never learns to write the box its own reasoning "
-        "has named, and trained alone these turns teach it (docs/learning_benchmark.md); 0 = none")
+        "has named, and with 8 a step it does (docs/learning_benchmark.md); 0 = none")
     max_length: int = Field(16384, ge=16, description="conversations longer than this (tokens) are skipped")
     bucket_window: int = Field(
         64, ge=1, description="length bucketing: examples are sorted by length within windows of this many "
