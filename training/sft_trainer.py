@@ -225,14 +225,19 @@ class SFTTrainer(StageTrainer):
     def first_turn_loss(self, step: int) -> Any:
         """Token-mean NLL of this step's first turns on this rank (:func:`first_turn`). Why: the first turn is
         the decision of where to look, one turn in a trajectory's several; on the micro benchmark whole-trajectory
-        SFT leaves the first box at its prior (the same digits whatever position the reasoning names), and the
-        same turns trained alone teach it (docs/learning_benchmark.md)."""
-        rank, device = self.accelerator.process_index, self.accelerator.device
-        encoded = [self.renderer.encode(first_turn(self.rows[i])) for i in self.first_turn_draw(step, rank)]
+        SFT leaves the first box at its prior (the same digits whatever position the reasoning names), and with 8
+        first turns a step it follows the named position (docs/learning_benchmark.md)."""
+        rank = self.accelerator.process_index
+        logp, mask = self.extra_logprobs([self.renderer.encode(first_turn(self.rows[i]))
+                                          for i in self.first_turn_draw(step, rank)])
+        return -(logp * mask).sum() / mask.sum().clamp(min=1)
+
+    def extra_logprobs(self, encoded: list[EncodedChat]) -> tuple[Any, Any]:
+        """Next-token log-probabilities of conversations added to a step (replay, first turns) and their loss
+        mask, both aligned to the predicted tokens, on this rank's device."""
         batch, mask = batch_inputs([(e.input_ids, e.loss_mask, e.images) for e in encoded], self.processor)
-        batch, mask = to_device(batch, device), mask.to(device)
-        m = mask[:, 1:]
-        return -(token_logprobs(self.model, batch) * m).sum() / m.sum().clamp(min=1)
+        batch, mask = to_device(batch, self.accelerator.device), mask.to(self.accelerator.device)
+        return token_logprobs(self.model, batch), mask[:, 1:]
 
     def replay_loss(self, step: int) -> tuple[Any, Any]:
         """Mean answer NLL of this step's replayed pretraining questions on this rank (each answer weighs the
@@ -241,10 +246,7 @@ class SFTTrainer(StageTrainer):
         from videor4.training.micro_base import copy_loss, per_answer_loss
 
         rank, device = self.accelerator.process_index, self.accelerator.device
-        encoded = self.replay.batch(step, rank)
-        batch, mask = batch_inputs([(e.input_ids, e.loss_mask, e.images) for e in encoded], self.processor)
-        batch, mask = to_device(batch, device), mask.to(device)
-        replay = per_answer_loss(token_logprobs(self.model, batch), mask[:, 1:])
+        replay = per_answer_loss(*self.extra_logprobs(self.replay.batch(step, rank)))
         copies = self.replay.copy_batch(step, rank)
         if copies is None:
             return replay, replay.new_zeros(())

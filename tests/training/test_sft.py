@@ -157,15 +157,17 @@ def test_sft_loss_decreases_on_a_fixed_batch(tiny_model_dir, toy, tmp_path) -> N
     assert (tmp_path / "sft" / "tb").is_dir()
 
 
-def test_resume_gives_the_same_weights(tiny_model_dir, toy, tmp_path) -> None:
-    """N steps straight == k steps, 'pre-emption', a fresh trainer resuming, N − k steps (weights, logs)."""
+@pytest.mark.parametrize("extra", [{}, {"first_turns_per_step": 2}], ids=["plain", "first-turns"])
+def test_resume_gives_the_same_weights(tiny_model_dir, toy, tmp_path, extra) -> None:
+    """N steps straight == k steps, 'pre-emption', a fresh trainer resuming, N − k steps (weights, logs); also with
+    first turns added to every step (their draw depends on the step only, so the resumed run draws the same)."""
     import torch
     from safetensors.torch import load_file
 
     from videor4.training.stage_trainer import read_metrics
 
     cfg = dict(max_steps=5, per_device_batch_size=2, gradient_accumulation_steps=2, bucket_window=4,
-               lr_scheduler="linear", warmup_ratio=0.2)
+               lr_scheduler="linear", warmup_ratio=0.2, **extra)
     straight = _sft(tiny_model_dir, toy, tmp_path / "straight", **cfg).train()
     assert _sft(tiny_model_dir, toy, tmp_path / "split", **cfg).train(stop_after=2) is None
     assert [p.name for p in (tmp_path / "split" / "checkpoints").iterdir()] == ["step-000002"]
@@ -310,7 +312,6 @@ def test_gold_view_probe_tells_a_model_that_reads_from_one_that_does_not(tiny_mo
                   bucket_window=len(rows), lr_scheduler="constant").train()
     after = probe_gold_trajectories(fitted, shards, data_root, stages=stages)
     assert after["reads"] > 0, after
-
 
 
 def test_first_turns_train_the_first_decision_of_the_stage_rows_too(tiny_model_dir, toy, tmp_path) -> None:
