@@ -417,7 +417,9 @@ def gold_view(s: Settings, name: str) -> dict[str, Any] | None:
         return None
     cache = s.out / "evals" / f"test-seed{s.test_seed}" / f"{name}.gold_view.json"
     if cache.is_file():
-        return json.loads(cache.read_text())
+        cached = json.loads(cache.read_text())
+        if "phrase_n" in cached:  # a probe from before the phrase column is run again
+            return cached
     model, _ = eval_targets(s)[name]
     result = probe_gold_trajectories(model, s.test_shards, s.test_root)
     write_json_atomic(cache, result)  # a killed report never leaves half a cache behind
@@ -503,8 +505,9 @@ def _curation_stats(s: Settings) -> dict[str, Any]:
 
 def format_table(result: dict[str, Any]) -> str:
     lines = ["| row | Acc | ANLS | well-formed % | calls / question | crop share | crops on the answer | "
-             "restates the question | reads the gold view | gold first box | crop / clip / clip+crop Acc | n |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+             "restates the question | reads the gold view | gold first box | box follows the phrase | "
+             "crop / clip / clip+crop Acc | n |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for name in ROWS:
         r = result["rows"][name]
         kinds = " / ".join(f"{r['by_kind'].get(k, 0):.1f}" for k in ("crop", "clip", "clip+crop"))
@@ -514,8 +517,10 @@ def format_table(result: dict[str, Any]) -> str:
         reads = "–" if not g else f"{g['reads']}/{g['read_n']}"
         restates = "–" if not g or not g.get("restate_n") else f"{g['restates']}/{g['restate_n']}"
         box = "–" if not g or not g["box_n"] else f"{g['box_iou50']}/{g['box_n']}"
+        phrase = "–" if not g or not g.get("phrase_n") else f"{g['phrase_follows']}/{g['phrase_n']}"
         lines.append(f"| {ROW_TITLES[name]} (`{name}`) | {r['acc']:.1f} | {r['anls']:.1f} | {r['well_formed']:.1f} | "
-                     f"{r['calls']:.2f} | {share} | {on} | {restates} | {reads} | {box} | {kinds} | {r['n']} |")
+                     f"{r['calls']:.2f} | {share} | {on} | {restates} | {reads} | {box} | {phrase} | {kinds} | "
+                     f"{r['n']} |")
     lines += ["", "| calls allowed | " + " | ".join(str(k) for k in SCALING_CALLS) + " |",
               "|---|" + "---:|" * len(SCALING_CALLS),
               "| Acc of the full model | " + " | ".join(f"{result['scaling'][str(k)]:.1f}" for k in SCALING_CALLS)

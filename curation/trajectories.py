@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from videor4.contracts.boxes import position_phrase
 from videor4.contracts.chat import Turn, chat_messages
 from videor4.contracts.dataset import QARecord
 from videor4.contracts.evidence_schema import EvidenceItem
@@ -155,13 +156,6 @@ _FINAL = (
 )
 
 
-def _where(bbox: Sequence[float]) -> str:
-    cx, cy = (bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2
-    v = "top" if cy < 1 / 3 else "bottom" if cy > 2 / 3 else "middle"
-    h = "left" if cx < 1 / 3 else "right" if cx > 2 / 3 else "centre"
-    return "in the centre" if (v, h) == ("middle", "centre") else f"at the {v} {h}".replace("middle ", "")
-
-
 def _box_in(parent: ImageRef, bbox: Sequence[float]) -> list[float]:
     """A source-normalized box expressed relative to a (cropped) context image, clamped, 3 decimals."""
     if parent.bbox is None:
@@ -175,9 +169,16 @@ def _box_in(parent: ImageRef, bbox: Sequence[float]) -> list[float]:
 
 def context_box(bbox: Sequence[float], width: int, height: int, k: float) -> list[float]:
     """``bbox`` widened by ``k`` text heights (its own pixel height) on every side, clamped to the frame."""
-    dy = k * (bbox[3] - bbox[1])
-    dx = dy * height / width
-    return [max(0.0, bbox[0] - dx), max(0.0, bbox[1] - dy), min(1.0, bbox[2] + dx), min(1.0, bbox[3] + dy)]
+    return margin_box(bbox, width, height, (k, k, k, k))
+
+
+def margin_box(bbox: Sequence[float], width: int, height: int, margins: Sequence[float]) -> list[float]:
+    """``bbox`` widened by its own text height times ``margins`` (left, top, right, bottom), clamped to the frame:
+    with unequal margins the text sits off-centre, as in the crops a model's own boxes give."""
+    dy = [m * (bbox[3] - bbox[1]) for m in margins]
+    dx = [d * height / width for d in dy]
+    return [max(0.0, bbox[0] - dx[0]), max(0.0, bbox[1] - dy[1]), min(1.0, bbox[2] + dx[2]),
+            min(1.0, bbox[3] + dy[3])]
 
 
 def _grow_box(bbox: Sequence[float], scale: float) -> list[float]:
@@ -356,7 +357,7 @@ class TrajectorySynthesizer:
         image = self.initial_frames.index(row.frame_index) + 1
         parent = ex.context[image - 1]
         think = self._intro(record, rng) + " " + rng.choice(_SMALL_TEXT).format(
-            i=image, t=parent.timestamp_s, where=_where(row.bbox))
+            i=image, t=parent.timestamp_s, where=position_phrase(row.bbox))
         bbox = row.bbox
         area = (bbox[2] - bbox[0]) * (bbox[3] - bbox[1])
         if area < self.cfg.two_step_area:
@@ -367,7 +368,7 @@ class TrajectorySynthesizer:
             second = len(ex.context)
             rel = _box_in(obs.refs[0], self._context(bbox))
             call, obs = self._call(ex, "crop", image=second, bbox_2d=rel)
-            turns.append(Turn(format_call_turn(rng.choice(_RECROP).format(i=second, where=_where(rel)), [call]),
+            turns.append(Turn(format_call_turn(rng.choice(_RECROP).format(i=second, where=position_phrase(rel)), [call]),
                               [obs]))
             ops = ["crop", "crop"]
         else:
@@ -412,7 +413,7 @@ class TrajectorySynthesizer:
             return self._finish(record, sid, "drp", variant, ["clip"], turns, ex, rng,
                                 reason="clip returned no frame in which the answer is readable")
         number, ref, row = hit
-        saw = rng.choice(_CLIP_SAW).format(i=number, t=ref.timestamp_s, text=row.text, where=_where(row.bbox))
+        saw = rng.choice(_CLIP_SAW).format(i=number, t=ref.timestamp_s, text=row.text, where=position_phrase(row.bbox))
         # Verified by re-reading the evidence region of the claimed clip frame; the last thought says what it showed.
         region = ImageRef(ref.frame_index, ref.timestamp_s, tuple(self._context(row.bbox)))
         return self._finish(record, sid, "drp", variant, ["clip"], turns, ex, rng,
@@ -446,7 +447,7 @@ class TrajectorySynthesizer:
             return self._finish(record, sid, "crp", variant, ops, turns, ex, rng,
                                 reason="clip returned no frame in which the answer was seen")
         number, ref, row = hit
-        step = rng.choice(_CLIP_SAW_SMALL).format(i=number, t=ref.timestamp_s, where=_where(row.bbox))
+        step = rng.choice(_CLIP_SAW_SMALL).format(i=number, t=ref.timestamp_s, where=position_phrase(row.bbox))
         call, obs = self._call(ex, "crop", image=number, bbox_2d=_box_in(ref, self._context(row.bbox)))
         turns.append(Turn(format_call_turn(step, [call]), [obs]))
         ops.append("crop")

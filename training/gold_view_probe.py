@@ -13,7 +13,13 @@ answers in, and measures that as much as the skill):
   scored: the gold reasoning states the window before the call, so teacher forcing would score copying);
 - **restates the question**: the first turn restates the question (``The question asks: …``); every token of that
   copy predicted right. It is copying from the context, which a pretrained LLM does before any VQA training and a
-  random-init model does not (micro benchmark, DRP-SFT with replay: the question's colour in 10 of 70).
+  random-init model does not (micro benchmark, DRP-SFT with replay: the question's colour in 10 of 70);
+- **the box follows the phrase**: the gold reasoning names where the text is before the first crop (``small text at
+  the bottom right``, :func:`~videor4.contracts.boxes.position_phrase`). For first crops named by a corner, the
+  model decodes the box greedily after the gold words up to ``[``, once as they are and once with the corner
+  mirrored (bottom right → top left). It follows the phrase when both boxes lie where their words say. A model
+  that writes its prior box whatever the words (measured: DRP-SFT of the micro base, x1's first digit unchanged by
+  the swap) scores no row: one box cannot lie in two opposite corners.
 
 Used by ``make bench-learning`` (a column per row) and, for any checkpoint, from Python.
 """
@@ -33,7 +39,9 @@ def probe_gold_trajectories(model_dir: str | Path, shards_dir: str | Path, data_
                             stages: tuple[str, ...] = ("drp",), limit: int = 200) -> dict[str, Any]:
     """Teacher-forced reading and grounding of ``model_dir`` on up to ``limit`` CoT rows of ``stages`` that call
     a tool; returns counts and rates (``reads``, ``read_n``, ``read_rate``; ``box_iou50``, ``box_n``,
-    ``box_rate``, ``box_iou_mean`` for first crops; ``restates``, ``restate_n``, ``restate_rate``)."""
+    ``box_rate``, ``box_iou_mean`` for first crops; ``restates``, ``restate_n``, ``restate_rate``;
+    ``phrase_follows``, ``phrase_n``, ``phrase_rate`` and ``phrase_gold``: greedy boxes where the words say, for
+    first crops named by a corner)."""
     from videor4.training.stage_trainer import load_policy
 
     model, processor = load_policy(model_dir)
@@ -64,6 +72,7 @@ def probe_model(model: Any, processor: Any, shards_dir: str | Path, data_root: s
     renderer = CoTRenderer(processor, data_root, view.prompt, view.ops, decision_weight=_MARK)
     start = processor.tokenizer.convert_tokens_to_ids("<|im_start|>")
     reads, read_n, restates, restate_n = 0, 0, 0, 0
+    follows, gold_where, phrase_n = 0, 0, 0
     box: list[float] = []
     for row in rows:
         enc = renderer.encode(row)
@@ -90,11 +99,80 @@ def probe_model(model: Any, processor: Any, shards_dir: str | Path, data_root: s
             gold = processor.tokenizer.decode(ids[a:b]).split("bbox_2d")[-1]
             mine = processor.tokenizer.decode([predicted[i] if w[i] == _MARK else ids[i] for i in range(a, b)])
             box.append(answer_box_iou(gold, mine.split("bbox_2d")[-1]))
+            swapped = _mirrored(row)
+            if swapped is not None:
+                phrase_n += 1
+                landed = [_greedy_box_phrase(model, processor, renderer.encode(r)) == f"at the {corner}"
+                          for r, corner in ((row, swapped[1]), (swapped[0], _MIRROR[swapped[1]]))]
+                gold_where += landed[0]
+                follows += all(landed)
     return {"reads": reads, "read_n": read_n, "read_rate": round(reads / max(read_n, 1), 3),
             "box_iou50": int(sum(i >= 0.5 for i in box)), "box_n": len(box),
             "box_rate": round(float(np.mean([i >= 0.5 for i in box])) if box else 0.0, 3),
             "box_iou_mean": round(float(np.mean(box)) if box else 0.0, 3),
-            "restates": restates, "restate_n": restate_n, "restate_rate": round(restates / max(restate_n, 1), 3)}
+            "restates": restates, "restate_n": restate_n, "restate_rate": round(restates / max(restate_n, 1), 3),
+            "phrase_follows": follows, "phrase_gold": gold_where, "phrase_n": phrase_n,
+            "phrase_rate": round(follows / max(phrase_n, 1), 3)}
+
+
+_MIRROR = {"top left": "bottom right", "bottom right": "top left", "top right": "bottom left",
+           "bottom left": "top right"}
+
+
+def _mirrored(row: Any) -> tuple[Any, str] | None:
+    """``row`` with the corner its first turn names mirrored in that turn, and the corner it named; None when the
+    first turn names no corner."""
+    first = next(i for i, m in enumerate(row.messages) if m.role == "assistant")
+    text = row.messages[first].text
+    named = next((c for c in _MIRROR if f"at the {c}" in text), None)
+    if named is None:
+        return None
+    messages = list(row.messages)
+    messages[first] = messages[first].model_copy(
+        update={"text": text.replace(f"at the {named}", f"at the {_MIRROR[named]}")})
+    return row.model_copy(update={"messages": messages}), named
+
+
+def _greedy_box_phrase(model: Any, processor: Any, enc: Any, max_new: int = 40) -> str | None:
+    """Where the box the model writes greedily after the first turn's words up to ``"bbox_2d": [`` lies
+    (:func:`~videor4.contracts.boxes.position_phrase`), or None if it writes no four numbers and ``]``. Forward
+    passes only (no cache), so any model whose ``model(**batch).logits`` are next-token logits can be probed."""
+    import re
+
+    import torch
+
+    from videor4.contracts.boxes import position_phrase
+    from videor4.training.stage_trainer import batch_inputs
+
+    tok = processor.tokenizer
+    ids = enc.input_ids
+    starts = [i for i, t in enumerate(ids) if t == tok.convert_tokens_to_ids("<|im_start|>")]
+    text, cut = "", None
+    for i in _first_turn(starts, len(ids)):
+        text += tok.decode([ids[i]])
+        if "bbox_2d" in text and "[" in text.split("bbox_2d")[-1]:
+            cut = i + 1
+            break
+    if cut is None:
+        return None
+    prefix = list(ids[:cut])
+    shown = sum(t == tok.convert_tokens_to_ids("<|vision_start|>") for t in prefix)
+    images = type(enc.images)(enc.images.pixel_values[:shown], enc.images.image_grid_thw[:shown],
+                              enc.images.num_tokens[:shown])
+    batch, _ = batch_inputs([(prefix, [0] * len(prefix), images)], processor)
+    written = ""
+    with torch.no_grad():
+        for _ in range(max_new):
+            nxt = model(**batch, use_cache=False).logits[0, -1].argmax().view(1, 1)
+            batch["input_ids"] = torch.cat([batch["input_ids"], nxt], 1)
+            batch["attention_mask"] = torch.cat([batch["attention_mask"], torch.ones_like(nxt)], 1)
+            if "mm_token_type_ids" in batch:
+                batch["mm_token_type_ids"] = torch.cat([batch["mm_token_type_ids"], torch.zeros_like(nxt).int()], 1)
+            written += tok.decode([int(nxt)])
+            if "]" in written:
+                break
+    numbers = [float(x) for x in re.findall(r"\d+(?:\.\d+)?", written.split("]")[0])]
+    return position_phrase(numbers[:4]) if len(numbers) >= 4 and "]" in written else None
 
 
 def _find(ids: list[int], needle: list[int], where: range) -> list[int]:

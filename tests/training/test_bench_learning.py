@@ -112,7 +112,8 @@ def test_gold_view_columns_and_their_cache(bench, tmp_path: Path) -> None:
     (settings.test_shards / "manifest.json").write_text("{}")
     assert bench.gold_view(settings, "no_tools") is None
     cached = {"reads": 37, "read_n": 86, "read_rate": 0.43, "box_iou50": 5, "box_n": 48, "box_rate": 0.104,
-              "box_iou_mean": 0.094, "restates": 12, "restate_n": 86, "restate_rate": 0.14}
+              "box_iou_mean": 0.094, "restates": 12, "restate_n": 86, "restate_rate": 0.14,
+              "phrase_follows": 3, "phrase_gold": 20, "phrase_n": 41, "phrase_rate": 0.073}
     evals = tmp_path / "evals" / f"test-seed{settings.test_seed}"
     evals.mkdir(parents=True)
     (evals / "drp_sft.gold_view.json").write_text(json.dumps(cached))
@@ -122,5 +123,5 @@ def test_gold_view_columns_and_their_cache(bench, tmp_path: Path) -> None:
     result = {"rows": {name: {**row, "gold_view": cached if name == "drp_sft" else None} for name in bench.ROWS},
               "scaling": {str(k): 0.0 for k in bench.SCALING_CALLS}, "margins": {}, "seconds": {}, "cpu_seconds": {}}
     lines = bench.format_table(result).splitlines()
-    assert "| 12/86 | 37/86 | 5/48 |" in next(line for line in lines if "`drp_sft`" in line)
-    assert "| – | – | – |" in next(line for line in lines if "`no_tools`" in line)
+    assert "| 12/86 | 37/86 | 5/48 | 3/41 |" in next(line for line in lines if "`drp_sft`" in line)
+    assert "| – | – | – | – |" in next(line for line in lines if "`no_tools`" in line)

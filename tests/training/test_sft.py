@@ -314,6 +314,71 @@ def test_gold_view_probe_tells_a_model_that_reads_from_one_that_does_not(tiny_mo
     assert after["reads"] > 0, after
 
 
+def test_phrase_probe_says_no_to_a_box_that_ignores_the_words(tiny_model_dir, tiny_processor, toy,
+                                                              tmp_path) -> None:
+    """The probe's "box follows the phrase" column: first crops whose reasoning names a corner (the toy rows get
+    one written in) are decoded greedily after the gold words and after the mirrored words. A stand-in that writes
+    a box in the corner its context names follows every row; one that writes the same box whatever the words
+    (the prior-bound model this column was built to expose) follows none, though its box is where the gold words
+    say for the rows that name its corner; the random tiny model writes no box and follows none."""
+    import torch
+
+    from videor4.contracts.shard_io import read_manifest, read_stage, write_manifest, write_stage
+    from videor4.contracts.tool_protocol import parse_tool_calls
+    from videor4.training.gold_view_probe import probe_model
+
+    data_root, shards = toy
+    corners = ["top left", "bottom right", "top right", "bottom left"]
+    named: list[str] = []
+    out = tmp_path / "shards"
+    for stage in ("drp", "crp"):
+        rows = []
+        for row in read_stage(shards, stage):
+            first = next(i for i, m in enumerate(row.messages) if m.role == "assistant")
+            if parse_tool_calls(row.messages[first].text)[0].name == "crop":
+                corner = corners[len(named) % 4]
+                named.append(corner)
+                messages = list(row.messages)
+                messages[first] = messages[first].model_copy(update={"text": messages[first].text.replace(
+                    "I look closer", f"The small text is at the {corner}; I look closer")})
+                row = row.model_copy(update={"messages": messages})
+            rows.append(row)
+        write_stage(out, stage, rows)
+    write_manifest(out, {k: v for k, v in read_manifest(shards).items() if k in ("source", "view", "data_root")})
+    assert len(named) >= 2
+    tok = tiny_processor.tokenizer
+    vocab = len(tok)
+    boxes = {"top left": "0.1,0.1,0.2,0.2]", "bottom right": "0.8,0.8,0.9,0.9]", "top right": "0.8,0.1,0.9,0.2]",
+             "bottom left": "0.1,0.8,0.2,0.9]"}
+
+    class Writes(torch.nn.Module):
+        """Stand-in for a model (the probe's bookkeeping is under test): after ``[`` it spells the box of the
+        corner its last turn names, or always the bottom-right box (``fixed``)."""
+
+        def __init__(self, fixed: bool):
+            super().__init__()
+            self.fixed = fixed
+
+        def forward(self, input_ids, **_):
+            text = tok.decode(input_ids[0].tolist()).split("<|im_start|>assistant")[-1]
+            corner = "bottom right" if self.fixed else next((c for c in corners if f"at the {c}" in text), None)
+            logits = torch.zeros(1, input_ids.shape[1], vocab)
+            written = text.split("[")[-1] if "[" in text else ""
+            target = boxes.get(corner, "]")
+            if target.startswith(written) and len(written) < len(target):
+                logits[0, -1, tok.encode(target[len(written)], add_special_tokens=False)[0]] = 1.0
+            return type("Out", (), {"logits": logits})()
+
+    follower = probe_model(Writes(False), tiny_processor, out, data_root, ("drp", "crp"))
+    assert follower["phrase_n"] == len(named) and follower["phrase_follows"] == len(named), follower
+    fixed = probe_model(Writes(True), tiny_processor, out, data_root, ("drp", "crp"))
+    assert fixed["phrase_follows"] == 0 and fixed["phrase_gold"] == named.count("bottom right") > 0, fixed
+    from videor4.training.gold_view_probe import probe_gold_trajectories
+
+    random_init = probe_gold_trajectories(tiny_model_dir, out, data_root, stages=("drp", "crp"))
+    assert random_init["phrase_n"] == len(named) and random_init["phrase_follows"] == 0, random_init
+
+
 def test_first_turns_train_the_first_decision_of_the_stage_rows_too(tiny_model_dir, toy, tmp_path) -> None:
     """``first_turns_per_step``: each step also trains on rows cut after their first assistant turn (the same rows
     for the same step and rank: resumable; other rows on another rank), with a loss of its own; the weights then
