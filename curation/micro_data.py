@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from videor4.contracts.atomic import write_json_atomic
 from videor4.contracts.dataset import ANNOTATION_PATTERN
@@ -88,8 +88,19 @@ class MicroSpec(BaseModel):
     big_digit_px: tuple[int, int] = Field((72, 80), description="digit height of big text (source px)")
     margin: int = Field(20, description="camera drift range (px): the scene is rendered this much larger")
     questions_per_video: int = Field(2, ge=1, le=3, description="questions per video (each about another sign)")
+    pretrain_crop_margin: tuple[float, float] = Field(
+        (0.8, 0.8), description="pretraining crops: the margin around the text on each side, in text heights, drawn "
+        "per side uniformly from this range. (0.8, 0.8) is the centred crop curation writes; a range also teaches "
+        "reading the off-centre crops a model's own boxes give (docs/learning_benchmark.md)")
     prompt: PromptConfig = MICRO_PROMPT
     ops: OpsConfig = MICRO_OPS
+
+    @field_validator("pretrain_crop_margin")
+    @classmethod
+    def _margin_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= v[0] <= v[1] <= 3:
+            raise ValueError(f"{v[0]:g}..{v[1]:g} text heights: need 0 <= low <= high <= 3")
+        return v
 
     @property
     def view(self) -> ShardView:
@@ -600,15 +611,15 @@ def _jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
 def pretrain_examples(spec: MicroSpec, seed: int, index: int) -> dict[str, list]:
     """Images of one pretraining scene (split ``pretrain``: never a benchmark video) as the model is shown them.
 
-    * ``crops``: the executor's crop of every lit text (box grown as curation grows it), fitted to the view, with
-      the number; * ``frames``: frames at the view's frame size with the colour of the sign under each visual
+    * ``crops``: the executor's crop of every lit text (box grown as curation grows it, or by a margin drawn per
+      side from ``spec.pretrain_crop_margin``), fitted to the view, with the number; * ``frames``: frames at the view's frame size with the colour of the sign under each visual
       token (majority of its 28x28 px) and the number of a lit big sign fully in view (else "");
     * ``qa``: single-turn questions a pretrained VLM answers and the micro one has to learn first — read a crop
       (``kind`` read_crop), read a big sign (read_frame), give the box of a sign's text (box), say in which of the
       initial frames a sign is (images) — with the images they refer to. No tools, no reasoning, no benchmark
       question.
     """
-    from videor4.curation.trajectories import context_box
+    from videor4.curation.trajectories import context_box, margin_box
 
     kinds = split_kinds(1, spec.questions_per_video, seed + index, "pretrain")[0]
     plan = plan_video(spec, seed, "pretrain", index, "pretrain", 0, kinds)
@@ -622,6 +633,8 @@ def pretrain_examples(spec: MicroSpec, seed: int, index: int) -> dict[str, list]
     out: dict[str, list] = {"crops": [], "crop_text": [], "frames": [], "frame_colours": [], "frame_text": [],
                             "qa": []}
     tok = spec.prompt.resize_factor
+    margin_rng = _rng(seed, "pretrain", index, "crop-margins")  # its own stream: the rest of the set is unchanged
+    lo, hi = spec.pretrain_crop_margin
     colour_of = {s.number: s.colour for s in plan.signs}
     frame_pos: dict[int, int] = {}
     for f in picked:
@@ -656,7 +669,9 @@ def pretrain_examples(spec: MicroSpec, seed: int, index: int) -> dict[str, list]
                                   "answer": b["ocr"]})
             out["qa"].append({"kind": "read_crop", "crop": len(out["crops"]), "question": "What number is on the sign?",
                               "answer": b["ocr"]})
-            crop_ref = ImageRef(f, f / spec.fps, ex._compose(ref, tuple(grown)))
+            region = grown if lo == hi == 0.8 else margin_box(box, spec.width, spec.height,
+                                                               margin_rng.uniform(lo, hi, 4).tolist())
+            crop_ref = ImageRef(f, f / spec.fps, ex._compose(ref, tuple(region)))
             display = ex.shown_size(crop_ref)
             crop = ex.render(crop_ref)
             out["crops"].append(cv2.resize(crop, display, interpolation=cv2.INTER_AREA if crop.shape[1] > display[0]
@@ -722,6 +737,7 @@ def write_pretrain_set(out: str | Path, n_scenes: int, seed: int, spec: MicroSpe
     np.savez_compressed(path, crops=crops, crop_sizes=crop_sizes, crop_text=np.array(merged["crop_text"]),
                         frames=frames, frame_sizes=frame_sizes, frame_colours=pad(merged["frame_colours"]),
                         frame_text=np.array(merged["frame_text"]), qa=np.array(json.dumps(qa)), seed=seed,
+                        crop_margin=np.array(spec.pretrain_crop_margin),
                         crop_scene=np.repeat(np.arange(n_scenes), [len(p["crops"]) for p in parts]).astype(np.int32),
                         frame_scene=np.repeat(np.arange(n_scenes), [len(p["frames"]) for p in parts]).astype(np.int32))
     return {"scenes": n_scenes, "crops": len(crops), "frames": len(frames), "qa": len(qa), "path": str(path)}

@@ -7,6 +7,8 @@ import json
 import time
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from videor4.contracts.errors import UserError
 
 
@@ -16,7 +18,11 @@ def _run(args: argparse.Namespace) -> int:
     for name in ("train", "test", "pretrain"):
         if getattr(args, name) < 0:
             raise UserError(f"--{name} must not be negative")
-    spec = MicroSpec(questions_per_video=args.questions_per_video)
+    try:
+        spec = MicroSpec(questions_per_video=args.questions_per_video,
+                         pretrain_crop_margin=tuple(args.pretrain_crop_margin))
+    except ValidationError as e:
+        raise UserError(f"--pretrain-crop-margin: {e.errors()[0]['msg']}") from None
     summary: dict = {"out": str(args.out), "seed": args.seed, "geometry": spec.geometry(), "seconds": {}}
     for split, n in (("train", args.train), ("test", args.test)):
         if n:
@@ -43,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", type=int, default=1500, help="questions in split microtrain (0: none)")
     p.add_argument("--test", type=int, default=500, help="questions in split microtest (0: none)")
     p.add_argument("--pretrain", type=int, default=0, help="scenes of vision-pretraining images (0: none)")
+    p.add_argument("--pretrain-crop-margin", type=float, nargs=2, metavar=("LOW", "HIGH"), default=(0.8, 0.8),
+                   help="pretraining crops: margin around the text per side, in text heights, drawn from LOW..HIGH "
+                   "(default 0.8 0.8: the centred crop curation writes; a range teaches off-centre crops too)")
     p.add_argument("--questions-per-video", type=int, default=2, choices=(1, 2, 3), help="questions per video")
     p.add_argument("--workers", type=int, default=2, help="rendering processes")
     p.set_defaults(func=_run)
