@@ -99,6 +99,39 @@ def test_micro_model_command_refuses_bad_input(pretrain_set: Path, tmp_path: Pat
     assert (tmp_path / "m" / "model.safetensors").is_file()
 
 
+def test_micro_model_runs_the_vision_step_on_each_set_in_order(pretrain_set: Path, tmp_path: Path) -> None:
+    """``--pretrain A B``: vision and alignment on A, then vision and alignment on B (a curriculum of crops ever
+    further off-centre; what it teaches is measured in docs/learning_benchmark.md, ~30 min, not here); a missing
+    set among several is one line before any model is written. Plumbing with a few steps."""
+    from videor4.curation.micro_data import MicroSpec
+
+    moved = tmp_path / "moved"
+    write_pretrain_set(moved, 12, SEED, MicroSpec(pretrain_crop_margin=(0.4, 1.3)), workers=1)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "videor4.pipelines.cli", "micro-model", "--out",
+                               str(tmp_path / "m"), "--vision-steps", "2", "--language-steps", "2", *args],
+                              capture_output=True, text=True, timeout=600)
+
+    missing = run("--pretrain", str(pretrain_set), str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "no pretraining images" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
+    done = run("--pretrain", str(pretrain_set), str(moved))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["pretrain"] == [str(pretrain_set), str(moved)]
+    first, second = report["vision_stages"]
+    assert first["held_out_images"]["scenes"] == 30 and second["held_out_images"]["scenes"] == 1
+    assert report["vision"] == second
+    aligned_first, aligned_last = report["language_stages"]
+    assert report["language"] == aligned_last
+    with np.load(pretrain_set / "pretrain.npz") as npz:
+        assert aligned_first["questions"] == len(json.loads(str(npz["qa"])))
+    with np.load(moved / "pretrain.npz") as npz:
+        assert aligned_last["questions"] == len(json.loads(str(npz["qa"])))
+        assert tuple(npz["crop_margin"]) == (0.4, 1.3)
+
+
 def test_answer_box_iou_scores_overlap_not_digits() -> None:
     from videor4.training.micro_base import answer_box_iou
 
