@@ -612,8 +612,9 @@ def pretrain_examples(spec: MicroSpec, seed: int, index: int) -> dict[str, list]
     """Images of one pretraining scene (split ``pretrain``: never a benchmark video) as the model is shown them.
 
     * ``crops``: the executor's crop of every lit text (box grown as curation grows it, or by a margin drawn per
-      side from ``spec.pretrain_crop_margin``), fitted to the view, with the number; * ``frames``: frames at the view's frame size with the colour of the sign under each visual
-      token (majority of its 28x28 px) and the number of a lit big sign fully in view (else "");
+      side from ``spec.pretrain_crop_margin``), fitted to the view, with the number;
+    * ``frames``: frames at the view's frame size with the colour of the sign under each visual token (majority
+      of its 28x28 px) and the number of a lit big sign fully in view (else "");
     * ``qa``: single-turn questions a pretrained VLM answers and the micro one has to learn first — read a crop
       (``kind`` read_crop), read a big sign (read_frame), give the box of a sign's text (box), say in which of the
       initial frames a sign is (images) — with the images they refer to. No tools, no reasoning, no benchmark
