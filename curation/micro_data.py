@@ -670,8 +670,7 @@ def pretrain_examples(spec: MicroSpec, seed: int, index: int) -> dict[str, list]
                                   "answer": b["ocr"]})
             out["qa"].append({"kind": "read_crop", "crop": len(out["crops"]), "question": "What number is on the sign?",
                               "answer": b["ocr"]})
-            region = grown if lo == hi == 0.8 else margin_box(box, spec.width, spec.height,
-                                                               margin_rng.uniform(lo, hi, 4).tolist())
+            region = margin_box(box, spec.width, spec.height, margin_rng.uniform(lo, hi, 4).tolist())
             crop_ref = ImageRef(f, f / spec.fps, ex._compose(ref, tuple(region)))
             display = ex.shown_size(crop_ref)
             crop = ex.render(crop_ref)

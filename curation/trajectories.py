@@ -368,8 +368,8 @@ class TrajectorySynthesizer:
             second = len(ex.context)
             rel = _box_in(obs.refs[0], self._context(bbox))
             call, obs = self._call(ex, "crop", image=second, bbox_2d=rel)
-            turns.append(Turn(format_call_turn(rng.choice(_RECROP).format(i=second, where=position_phrase(rel)), [call]),
-                              [obs]))
+            thought = rng.choice(_RECROP).format(i=second, where=position_phrase(rel))
+            turns.append(Turn(format_call_turn(thought, [call]), [obs]))
             ops = ["crop", "crop"]
         else:
             call, obs = self._call(ex, "crop", image=image, bbox_2d=_box_in(parent, self._context(bbox)))

@@ -102,8 +102,8 @@ def probe_model(model: Any, processor: Any, shards_dir: str | Path, data_root: s
             swapped = _mirrored(row)
             if swapped is not None:
                 phrase_n += 1
-                landed = [_greedy_box_phrase(model, processor, renderer.encode(r)) == f"at the {corner}"
-                          for r, corner in ((row, swapped[1]), (swapped[0], _MIRROR[swapped[1]]))]
+                landed = [_greedy_box_phrase(model, processor, e) == f"at the {corner}"
+                          for e, corner in ((enc, swapped[1]), (renderer.encode(swapped[0]), _MIRROR[swapped[1]]))]
                 gold_where += landed[0]
                 follows += all(landed)
     return {"reads": reads, "read_n": read_n, "read_rate": round(reads / max(read_n, 1), 3),
