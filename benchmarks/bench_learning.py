@@ -59,6 +59,10 @@ class Settings:
     text_steps: int = 0
     vision_steps: int = 800
     language_steps: int = 1200
+    # The base's pretraining curriculum after the data's own centred crops: sets whose crops sit ever further
+    # off-centre (margins per side in text heights), the vision step on each, alignment again on the last
+    # (docs/learning_benchmark.md, "The base reads only centred crops"). Empty: the single-set base.
+    pretrain_margins: tuple[tuple[float, float], ...] = ((0.6, 1.0), (0.4, 1.3))
     jobs: int = 2
     eval_batch: int = 64
     recipe: str = "micro-cpu"
@@ -71,6 +75,17 @@ class Settings:
     @property
     def test_root(self) -> Path:
         return self.out / f"test-seed{self.test_seed}"
+
+    @property
+    def pretrain_sets(self) -> list[Path]:
+        """The folders of the curriculum's further pretraining sets, in order (``pretrain.npz`` in each)."""
+        return [self.out / "pretrain" / f"margin-{lo:g}-{hi:g}" for lo, hi in self.pretrain_margins]
+
+    @property
+    def replay_set(self) -> Path | None:
+        """What the SFT stages replay: the base's last pretraining set (None: the data root's pretrain.npz)."""
+        sets = self.pretrain_sets
+        return sets[-1] / "pretrain.npz" if sets else None
 
     @property
     def shards(self) -> Path:
@@ -106,6 +121,10 @@ def write_recipes(s: Settings) -> dict[str, Path]:
         for st in base["stages"]:
             if st["kind"] == "sft" and st["sft"].get("replay"):
                 st["sft"]["replay"].setdefault("copy_per_step", COPY_PER_STEP)
+    if s.replay_set is not None:  # a curriculum base replays the last set it was aligned on
+        for st in base["stages"]:
+            if st["kind"] == "sft" and st["sft"].get("replay"):
+                st["sft"]["replay"]["questions"] = str(s.replay_set)
     for dotted, value in s.overrides.items():
         _set(base, dotted, value)
     stages = {st["name"]: st for st in base["stages"]}
@@ -200,8 +219,16 @@ def build_jobs(s: Settings) -> list[Job]:
         Job("test-data", "generate", [], test_done, videor4(
             "micro-data", "--out", str(s.test_root), "--seed", str(s.test_seed), "--train", "0", "--test",
             str(s.test), "--workers", "1")),
-        Job("base", "base", [data_done], base / "videor4_micro_base.json", videor4(
-            "micro-model", "--out", str(base), "--pretrain", str(s.data), "--text-steps", str(s.text_steps),
+    ]
+    for (lo, hi), folder in zip(s.pretrain_margins, s.pretrain_sets):  # same scenes as the data's set, moved crops
+        jobs.append(Job(f"pretrain-set:{folder.name}", "generate", [], folder / "pretrain.npz", videor4(
+            "micro-data", "--out", str(folder), "--seed", str(s.seed), "--train", "0", "--test", "0",
+            "--pretrain", str(s.pretrain_scenes), "--pretrain-crop-margin", str(lo), str(hi), "--workers", "1")))
+    jobs += [
+        Job("base", "base", [data_done, *(f / "pretrain.npz" for f in s.pretrain_sets)],
+            base / "videor4_micro_base.json", videor4(
+            "micro-model", "--out", str(base), "--pretrain", str(s.data), *map(str, s.pretrain_sets),
+            "--text-steps", str(s.text_steps),
             "--vision-steps", str(s.vision_steps),
             "--language-steps", str(s.language_steps), "--seed", str(s.seed))),
         Job("curate", "curate", [data_done], s.shards / "manifest.json", videor4(
@@ -474,6 +501,7 @@ def report(s: Settings) -> dict[str, Any]:
         "settings": {"seed": s.seed, "test_seed": s.test_seed, "train_questions": s.train,
                      "test_questions": s.test, "pretrain_scenes": s.pretrain_scenes,
                      "text_steps": s.text_steps, "vision_steps": s.vision_steps, "language_steps": s.language_steps,
+                     "pretrain_margins": [list(m) for m in s.pretrain_margins],
                      "recipe": s.recipe, "overrides": s.overrides, "jobs": s.jobs},
         "curation": _curation_stats(s),
     }
@@ -586,6 +614,9 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                    help="micro-model text pretraining steps (copying; the SFT stages then replay copy sequences too)")
     p.add_argument("--vision-steps", type=int, default=800, help="micro-model vision pretraining steps")
     p.add_argument("--language-steps", type=int, default=1200, help="micro-model language alignment steps")
+    p.add_argument("--pretrain-margins", nargs="*", default=["0.6:1.0", "0.4:1.3"], metavar="LOW:HIGH",
+                   help="the base's pretraining curriculum after the centred set: one set per range, crops with "
+                   "LOW..HIGH text heights of margin per side (default 0.6:1.0 0.4:1.3; none: the single-set base)")
     p.add_argument("--jobs", type=int, default=2, help="processes at a time (one torch thread each)")
     p.add_argument("--eval-batch", type=int, default=64, help="questions rolled out together in an evaluation")
     p.add_argument("--recipe", default="micro-cpu", help="the curriculum recipe the rows are cut from")
@@ -595,9 +626,18 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     a = p.parse_args(argv)
     test_seed = a.test_seed if a.test_seed is not None else int(os.environ.get("TEST_SEED", a.seed))
     overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in a.set)}
+    margins = []
+    for item in a.pretrain_margins:
+        try:
+            lo, hi = (float(x) for x in item.split(":"))
+        except ValueError:
+            p.error(f"--pretrain-margins: {item!r} is not LOW:HIGH (e.g. 0.6:1.0)")
+        if not 0 <= lo <= hi <= 3:
+            p.error(f"--pretrain-margins: {item!r} needs 0 <= LOW <= HIGH <= 3")
+        margins.append((lo, hi))
     return Settings(out=a.out, seed=a.seed, test_seed=test_seed, train=a.train, test=a.test,
                     pretrain_scenes=a.pretrain_scenes, text_steps=a.text_steps, vision_steps=a.vision_steps,
-                    language_steps=a.language_steps, jobs=a.jobs,
+                    language_steps=a.language_steps, pretrain_margins=tuple(margins), jobs=a.jobs,
                     eval_batch=a.eval_batch, recipe=a.recipe, overrides=overrides)
 
 

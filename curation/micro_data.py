@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from videor4.contracts.atomic import write_json_atomic
+from videor4.contracts.atomic import atomic_write, write_json_atomic
 from videor4.contracts.dataset import ANNOTATION_PATTERN
 from videor4.contracts.executor import ImageRef, OpsConfig
 from videor4.contracts.media import uniform_indices, write_mp4
@@ -732,14 +732,19 @@ def write_pretrain_set(out: str | Path, n_scenes: int, seed: int, spec: MicroSpe
             arr[k, : len(r)] = r
         return arr
 
-    path = Path(out) / "pretrain.npz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, crops=crops, crop_sizes=crop_sizes, crop_text=np.array(merged["crop_text"]),
-                        frames=frames, frame_sizes=frame_sizes, frame_colours=pad(merged["frame_colours"]),
-                        frame_text=np.array(merged["frame_text"]), qa=np.array(json.dumps(qa)), seed=seed,
-                        crop_margin=np.array(spec.pretrain_crop_margin),
-                        crop_scene=np.repeat(np.arange(n_scenes), [len(p["crops"]) for p in parts]).astype(np.int32),
-                        frame_scene=np.repeat(np.arange(n_scenes), [len(p["frames"]) for p in parts]).astype(np.int32))
+    arrays = dict(crops=crops, crop_sizes=crop_sizes, crop_text=np.array(merged["crop_text"]),
+                  frames=frames, frame_sizes=frame_sizes, frame_colours=pad(merged["frame_colours"]),
+                  frame_text=np.array(merged["frame_text"]), qa=np.array(json.dumps(qa)), seed=seed,
+                  crop_margin=np.array(spec.pretrain_crop_margin),
+                  crop_scene=np.repeat(np.arange(n_scenes), [len(p["crops"]) for p in parts]).astype(np.int32),
+                  frame_scene=np.repeat(np.arange(n_scenes), [len(p["frames"]) for p in parts]).astype(np.int32))
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: given a path, numpy would append ".npz" to the temporary name
+            np.savez_compressed(f, **arrays)
+
+    # Atomic: a run killed while writing leaves no half file that a resumed benchmark would take as finished.
+    path = atomic_write(Path(out) / "pretrain.npz", save)
     return {"scenes": n_scenes, "crops": len(crops), "frames": len(frames), "qa": len(qa), "path": str(path)}
 
 

@@ -60,6 +60,54 @@ def test_rows_are_cut_from_the_recipe(bench, tmp_path: Path) -> None:
     assert [s.sft.replay.copy_per_step for s in text if s.kind == "sft"] == [COPY_PER_STEP, COPY_PER_STEP]
 
 
+def test_the_base_is_built_from_the_pretraining_curriculum(bench, tmp_path: Path, capsys) -> None:
+    """The default benchmark base is the three-set curriculum measured in docs/learning_benchmark.md: the data's
+    centred set, then sets with crops ever further off-centre; the SFT stages replay the last one. The set jobs'
+    own command line is run here (2 scenes), so a flag the CLI does not take fails this test."""
+    import subprocess
+
+    import numpy as np
+
+    settings = bench.Settings(out=tmp_path, pretrain_scenes=2)
+    jobs = {j.name: j for j in bench.build_jobs(settings)}
+    sets = settings.pretrain_sets
+    assert [j for j in jobs if j.startswith("pretrain-set:")] == [f"pretrain-set:{f.name}" for f in sets]
+    assert [f.name for f in sets] == ["margin-0.6-1", "margin-0.4-1.3"]
+    base = jobs["base"]
+    at = base.argv.index("--pretrain")
+    assert base.argv[at + 1: at + 4] == [str(settings.data), *map(str, sets)]  # centred first, in order
+    assert all(f / "pretrain.npz" in base.needs for f in sets)
+
+    job = jobs[f"pretrain-set:{sets[0].name}"]
+    subprocess.run(job.argv, check=True, cwd=REPO, capture_output=True)
+    d = np.load(job.done)
+    assert d["crop_margin"].tolist() == [0.6, 1.0] and set(d["crop_scene"].tolist()) == {0, 1}
+    assert not [p for p in job.done.parent.iterdir() if p.name != "pretrain.npz"]  # no temporary file left
+
+    settings.shards.mkdir(parents=True)
+    (settings.shards / "manifest.json").write_text(json.dumps({"counts": {"drp": 30, "crp": 50, "rld": 9}}))
+    recipes = {name: load_recipe(path) for name, path in bench.write_recipes(settings).items()}
+    replays = [s.sft.replay.questions for r in recipes.values() for s in r.stages if s.kind == "sft"]
+    assert len(replays) == 6 and set(replays) == {str(sets[-1] / "pretrain.npz")}
+
+    single = bench.Settings(out=tmp_path / "single", pretrain_margins=())
+    single.shards.mkdir(parents=True)
+    (single.shards / "manifest.json").write_text(json.dumps({"counts": {"drp": 30, "crp": 50, "rld": 9}}))
+    jobs = {j.name: j for j in bench.build_jobs(single)}
+    assert not [j for j in jobs if j.startswith("pretrain-set:")]
+    at = jobs["base"].argv.index("--pretrain")
+    assert jobs["base"].argv[at + 2] == "--text-steps"  # the data's own set only
+    full = load_recipe(bench.write_recipes(single)["full"])
+    assert full.stages[0].sft.replay.questions == "pretrain.npz"  # read from the data root
+
+    assert bench.parse_args(["--pretrain-margins", "0.6:1.0"]).pretrain_margins == ((0.6, 1.0),)
+    assert bench.parse_args(["--pretrain-margins"]).pretrain_margins == ()
+    for bad in ("0.6-1.0", "1.0:0.6", "0.5:4"):
+        with pytest.raises(SystemExit):
+            bench.parse_args(["--pretrain-margins", bad])
+        assert "--pretrain-margins" in capsys.readouterr().err
+
+
 def test_paired_margin_and_its_standard_error(bench) -> None:
     a = {1: 1.0, 2: 0.0, 3: 1.0, 4: 1.0, 5: 0.0, 9: 1.0}
     b = {1: 0.0, 2: 0.0, 3: 1.0, 4: 0.0, 5: 1.0, 7: 0.0}
