@@ -626,14 +626,20 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     a = p.parse_args(argv)
     test_seed = a.test_seed if a.test_seed is not None else int(os.environ.get("TEST_SEED", a.seed))
     overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in a.set)}
+    from pydantic import ValidationError
+
+    from videor4.curation.micro_data import MicroSpec
+
     margins = []
     for item in a.pretrain_margins:
         try:
             lo, hi = (float(x) for x in item.split(":"))
         except ValueError:
             p.error(f"--pretrain-margins: {item!r} is not LOW:HIGH (e.g. 0.6:1.0)")
-        if not 0 <= lo <= hi <= 3:
-            p.error(f"--pretrain-margins: {item!r} needs 0 <= LOW <= HIGH <= 3")
+        try:  # the bounds micro-data itself enforces, checked before hours of jobs start
+            MicroSpec(pretrain_crop_margin=(lo, hi))
+        except ValidationError as e:
+            p.error(f"--pretrain-margins: {item!r}: {e.errors()[0]['msg']}")
         margins.append((lo, hi))
     return Settings(out=a.out, seed=a.seed, test_seed=test_seed, train=a.train, test=a.test,
                     pretrain_scenes=a.pretrain_scenes, text_steps=a.text_steps, vision_steps=a.vision_steps,
