@@ -117,14 +117,11 @@ def write_recipes(s: Settings) -> dict[str, Path]:
 
     # A JSON round trip unshares YAML anchors (`sft: *sft`): an override of one stage must not change another.
     base = json.loads(json.dumps(yaml.safe_load(resolve_recipe_path(s.recipe).read_text(encoding="utf-8"))))
-    if s.text_steps:  # a base that learned to copy: SFT replays copy sequences, or it erases the copying
-        for st in base["stages"]:
-            if st["kind"] == "sft" and st["sft"].get("replay"):
-                st["sft"]["replay"].setdefault("copy_per_step", COPY_PER_STEP)
-    if s.replay_set is not None:  # a curriculum base replays the last set it was aligned on
-        for st in base["stages"]:
-            if st["kind"] == "sft" and st["sft"].get("replay"):
-                st["sft"]["replay"]["questions"] = str(s.replay_set)
+    for replay in (st["sft"]["replay"] for st in base["stages"] if st["kind"] == "sft" and st["sft"].get("replay")):
+        if s.text_steps:  # a base that learned to copy: SFT replays copy sequences, or it erases the copying
+            replay.setdefault("copy_per_step", COPY_PER_STEP)
+        if s.replay_set is not None:  # a curriculum base replays the last set it was aligned on
+            replay["questions"] = str(s.replay_set)
     for dotted, value in s.overrides.items():
         _set(base, dotted, value)
     stages = {st["name"]: st for st in base["stages"]}
