@@ -52,6 +52,7 @@ def test_pretraining_teaches_reading_unseen_crops(pretrain_set: Path, tmp_path: 
     before, after = language["held_out_exact_before"]["read_crop"], language["held_out_exact"]["read_crop"]
     assert before <= 0.05, language  # the language model writes no right number before
     assert after >= 0.3, language  # ... and reads unseen crops after (chance: 1/90)
+    assert language["box_iou50_any_sign"] is None  # no box questions asked: no bar to report
 
 
 def test_text_pretraining_teaches_copying_and_alignment_keeps_it(pretrain_set: Path, tmp_path: Path) -> None:
@@ -130,6 +131,28 @@ def test_micro_model_runs_the_vision_step_on_each_set_in_order(pretrain_set: Pat
     with np.load(moved / "pretrain.npz") as npz:
         assert aligned_last["questions"] == len(json.loads(str(npz["qa"])))
         assert tuple(npz["crop_margin"]) == (0.4, 1.3)
+
+
+def test_any_sign_box_rate_is_the_bar_of_a_model_that_does_not_know_which_sign(pretrain_set: Path) -> None:
+    """A model that boxes a sign of the asked frame at random: right once per sign in the frame. Box scores at or
+    under this rate show no grounding (measured: box-only alignment plateaued exactly there)."""
+    from videor4.training.micro_base import any_sign_box_rate, load_pretrain_set, pretrain_questions
+
+    def q(scene: int, frame: int, box: str) -> dict:
+        return {"kind": "box", "scene": scene, "frames": [frame], "question": "Where?", "answer": box}
+
+    left, right, far = "[0.1, 0.1, 0.2, 0.2]", "[0.7, 0.1, 0.8, 0.2]", "[0.4, 0.7, 0.5, 0.8]"
+    two = [q(0, 0, left), q(0, 0, right)]  # two signs in one frame: half the random boxes hit
+    alone = [q(0, 1, far)]  # another frame of the same scene, one sign: always hit
+    other_scene = [q(1, 0, far)]  # same frame index, another scene: not the same frame
+    questions = two + alone + other_scene + [{"kind": "read_crop", "scene": 0, "frames": [0], "answer": "17"}]
+    assert any_sign_box_rate(questions, two) == 0.5
+    assert any_sign_box_rate(questions, alone + other_scene) == 1.0
+    assert any_sign_box_rate(questions, two + alone) == round(2 / 3, 3)
+    # the real pretraining scenes hold 2-4 signs a frame, apart: the bar lies between 1/4 and 1/2
+    data = load_pretrain_set(pretrain_set)
+    boxes = [i for i in pretrain_questions(data, pretrain_set) if i["kind"] == "box"]
+    assert 0.25 <= any_sign_box_rate(boxes, boxes[:200]) <= 0.5
 
 
 def test_answer_box_iou_scores_overlap_not_digits() -> None:
