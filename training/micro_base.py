@@ -190,7 +190,7 @@ def any_sign_box_rate(questions: Sequence[dict[str, Any]], asked: Sequence[dict[
     asked* gets right (IoU ≥ 0.5): for each, the mean hit rate of the boxes of every sign of the same frames
     (``questions`` of the same scene and frames). It is the bar a box score has to clear to show grounding:
     measured on 2,700 pretraining scenes, box-only alignment plateaus at 33-34 % held out where this rate is 34 %,
-    and on 270 scenes it reaches 73 % on training scenes while held-out scenes stay at 20-26 % (memorised)."""
+    and on 270 scenes it reaches 73 % on training scenes while held-out scenes stay at 18-26 % (memorised)."""
     same: dict[tuple[Any, ...], list[str]] = {}
     for q in questions:
         if q["kind"] == "box":
