@@ -185,20 +185,24 @@ def answer_box_iou(answer: str, predicted: str) -> float:
     return box_iou(a, p) if len(a) == 4 and len(p) == 4 else 0.0
 
 
-def any_sign_box_rate(questions: Sequence[dict[str, Any]], asked: Sequence[dict[str, Any]]) -> float:
+def any_sign_box_rate(questions: Sequence[dict[str, Any]], asked: Sequence[dict[str, Any]]) -> float | None:
     """The share of ``asked`` box questions that a model knowing *where the signs are* but not *which one is
     asked* gets right (IoU ≥ 0.5): for each, the mean hit rate of the boxes of every sign of the same frames
     (``questions`` of the same scene and frames). It is the bar a box score has to clear to show grounding:
     measured on 2,700 pretraining scenes, box-only alignment plateaus at 33-34 % held out where this rate is 34 %,
-    and on 270 scenes it reaches 73 % on training scenes while held-out scenes stay at 18-26 % (memorised)."""
+    and on 270 scenes it reaches 73 % on training scenes while held-out scenes stay at 18-26 % (memorised).
+    None when ``asked`` holds no box question: there is no bar to report, and 0 would read as one."""
+
+    def frame(q: dict[str, Any]) -> tuple[Any, ...]:  # a frame index repeats across scenes
+        return q["scene"], tuple(q["frames"])
+
     same: dict[tuple[Any, ...], list[str]] = {}
     for q in questions:
         if q["kind"] == "box":
-            same.setdefault((q["scene"], tuple(q["frames"])), []).append(q["answer"])
-    rates = [float(np.mean([answer_box_iou(q["answer"], other) >= 0.5
-                            for other in same[(q["scene"], tuple(q["frames"]))]]))
+            same.setdefault(frame(q), []).append(q["answer"])
+    rates = [float(np.mean([answer_box_iou(q["answer"], other) >= 0.5 for other in same[frame(q)]]))
              for q in asked if q["kind"] == "box"]
-    return round(float(np.mean(rates)), 3) if rates else 0.0
+    return round(float(np.mean(rates)), 3) if rates else None
 
 
 def _progress(total: int, desc: str) -> Any:
@@ -535,7 +539,7 @@ def pretrain_language(model_dir: str | Path, data: str | Path | PretrainSet, out
     result = {"steps": steps, "batch_size": batch_size, "kinds": list(kinds), "questions": len(items),
               "held_out_questions": {k: sum(i["kind"] == k for i in held) for k in kinds},
               "held_out_exact_before": before, "held_out_exact": evaluate(),
-              "box_iou50_any_sign": any_sign_box_rate(items, held_boxes) if held_boxes else None,
+              "box_iou50_any_sign": any_sign_box_rate(items, held_boxes),
               "copy_per_step": copy_per_step,
               "held_out_copied_before": copied_before, "held_out_copied": held_out_copying(model, sequences),
               "seconds": round(time.time() - started, 1), "cpu_seconds": round(time.process_time() - cpu, 1)}

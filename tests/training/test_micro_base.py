@@ -149,6 +149,7 @@ def test_any_sign_box_rate_is_the_bar_of_a_model_that_does_not_know_which_sign(p
     assert any_sign_box_rate(questions, two) == 0.5
     assert any_sign_box_rate(questions, alone + other_scene) == 1.0
     assert any_sign_box_rate(questions, two + alone) == round(2 / 3, 3)
+    assert any_sign_box_rate(questions, questions[-1:]) is None  # no box question asked: no bar, not 0
     # the real pretraining scenes hold 2-4 signs a frame, apart: the bar lies between 1/4 and 1/2
     data = load_pretrain_set(pretrain_set)
     boxes = [i for i in pretrain_questions(data, pretrain_set) if i["kind"] == "box"]
